@@ -1,0 +1,140 @@
+/*
+ * rcgc.h: reference counting with cycle collection for multithreaded C.
+ *
+ * The one header users include.  It compiles as C11 and as C++ (extern "C").
+ * The contract is ../shared/spec/API.md; every name here keeps its meaning.
+ *
+ * Conventions: functions that can fail return 0 or a positive errno value,
+ * or NULL with errno set.  Every function that takes an object accepts NULL
+ * and does nothing with it.  Misuse that can be detected (an unattached
+ * thread, a count that would drop below zero, a freed object, a pointer that
+ * is no rcgc object) aborts with a one-line message in debug builds
+ * (RCGC_DEBUG defined to 1, as -DRCGC_DEBUG=ON does for the library and for
+ * everything that links rcgc::rcgc).
+ */
+#ifndef RCGC_H
+#define RCGC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Runtime and threads --------------------------------------------- */
+
+typedef struct rcgc_options {
+    size_t   threshold;   /* reserved for the cycle collector; 0 = default */
+    int      manual;      /* reserved for the cycle collector; 0 = default */
+    unsigned debug;       /* reserved for the cycle collector's debug flags */
+    /* Where object memory comes from (NULL: malloc/free), so a service can
+       plug in its allocator and a test can inject failure.  alloc must
+       return memory aligned to 16 bytes, or NULL (rcgc_new then fails with
+       ENOMEM).  free receives the size that alloc was asked for. */
+    void *(*alloc)(size_t size, void *ctx);
+    void  (*free)(void *p, size_t size, void *ctx);
+    void   *alloc_ctx;
+} rcgc_options;
+
+int  rcgc_init(const rcgc_options *opts);  /* NULL = defaults; attaches the caller.
+                                              EBUSY if already running; EINVAL if
+                                              only one of alloc/free is set */
+void rcgc_shutdown(void);                  /* detaches the caller, reclaims every
+                                              released object's memory, stops the
+                                              background thread; every other thread
+                                              must have detached first */
+
+int  rcgc_thread_attach(void);     /* every thread that touches objects attaches
+                                      first; EBUSY if already attached, EINVAL if
+                                      the runtime is not running */
+void rcgc_thread_detach(void);     /* hands over all per-thread state; nothing is lost */
+void rcgc_safepoint(void);         /* a quiescent point: queued counts merged, memory
+                                      hand-offs done, epoch acknowledged */
+void rcgc_blocking_begin(void);    /* caller will not touch objects until _end and
+                                      never delays the runtime meanwhile */
+void rcgc_blocking_end(void);
+
+/* Waits (as a blocking region) until the memory of every object released
+   before the call, by any thread, has been reclaimed.  For tests and for
+   services that measure their footprint. */
+void rcgc_reclaim_wait(void);
+
+/* ---- Types and objects ----------------------------------------------- */
+
+typedef struct rcgc_ref { void *rcgc_private_; } rcgc_ref; /* a strong reference slot
+                      inside an object: one pointer wide, zero = NULL; its member is
+                      private (the runtime accesses it atomically) */
+typedef void (*rcgc_visit_fn)(rcgc_ref *slot, void *ctx);
+
+enum {
+    RCGC_TYPE_ACYCLIC = 1u << 0  /* holds references but can never be part of a
+                                    cycle, so it is never a candidate root */
+};
+
+typedef struct rcgc_type {
+    const char *name;   /* shown in debug output and leak reports */
+    size_t      size;   /* bytes of the object body, as rcgc_new returns it */
+    /* Visits every rcgc_ref slot of obj. NULL: the type holds no references. */
+    void (*traverse)(void *obj, rcgc_visit_fn visit, void *ctx);
+    /* Optional. Runs exactly once per object, before its slots are released;
+       the object and everything it references are still intact. */
+    void (*finalize)(void *obj);
+    unsigned flags;     /* RCGC_TYPE_* */
+} rcgc_type;
+
+void *rcgc_new(const rcgc_type *type);               /* zeroed body, count 1 owned by
+                                                        the caller; NULL + ENOMEM,
+                                                        NULL + EINVAL (no type),
+                                                        NULL + EPERM (not attached) */
+void *rcgc_new_sized(const rcgc_type *type, size_t size); /* variable-size bodies;
+                                                        size >= type->size */
+static inline void *rcgc_incref(void *obj);          /* returns obj */
+static inline void  rcgc_decref(void *obj);
+size_t rcgc_refcount(const void *obj);   /* strong count; exact when no other
+                                            thread changes it meanwhile; SIZE_MAX
+                                            for an immortal (saturated) object */
+const rcgc_type *rcgc_type_of(const void *obj);
+
+/* ---- Reference slots ------------------------------------------------- */
+
+void  rcgc_ref_init(rcgc_ref *slot, void *obj);      /* slot in a new object: takes
+                                                        a new reference to obj */
+void *rcgc_ref_load(rcgc_ref *slot);                 /* a NEW strong reference, or
+                                                        NULL; safe while other threads
+                                                        store to the same slot */
+void  rcgc_ref_store(rcgc_ref *slot, void *obj);     /* slot takes a new reference to
+                                                        obj; the old value is released */
+void *rcgc_ref_exchange(rcgc_ref *slot, void *obj);  /* steals the caller's reference to
+                                                        obj; returns the old value, whose
+                                                        reference now belongs to the caller */
+int   rcgc_ref_compare_exchange(rcgc_ref *slot, void *expected, void *desired);
+                                                     /* 1 if stored (slot takes a new
+                                                        reference to desired and releases
+                                                        expected), else 0 */
+
+/* ---- Statistics ------------------------------------------------------ */
+
+typedef struct rcgc_stats {
+    uint64_t collections;     /* completed cycle collections */
+    uint64_t collected;       /* objects reclaimed as cycle garbage, all time */
+    uint64_t uncollectable;   /* objects found in cycles but kept */
+    uint64_t allocated;       /* objects created, all time */
+    uint64_t freed;           /* objects released, all time (counts and cycles) */
+    uint64_t live;            /* objects created and not yet released */
+    uint64_t candidates;      /* candidate roots buffered now */
+    uint64_t pause_max_ns;    /* longest time any mutator waited on the collector */
+    uint64_t collect_ns_last; /* duration of the last collection */
+    uint64_t collect_ns_total;
+} rcgc_stats;
+void rcgc_get_stats(rcgc_stats *out);   /* fills allocated, freed and live; the
+                                           collector's fields stay 0 until the
+                                           cycle collector exists */
+
+#ifdef __cplusplus
+}
+#endif
+
+#include "rcgc/biased.h"   /* the inline fast paths of rcgc_incref/rcgc_decref */
+
+#endif /* RCGC_H */

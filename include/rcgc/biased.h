@@ -1,0 +1,158 @@
+/*
+ * rcgc/biased.h: the object header and the inline fast paths of biased
+ * reference counting.  Included by <rcgc.h>; never include it directly.
+ *
+ * Only what must be inline lives here: the owner's increment and decrement
+ * cost about a nanosecond, and a call into a shared library costs more than
+ * that.  The state machine, its invariants and every slow path are in
+ * runtime/refcount.c, whose opening comment is the theory of this file too.
+ *
+ * Fields are plain integers wrapped in one-member structs and touched only
+ * with the __atomic builtins: `h->ref_local.v++` is visible in review, and
+ * the header compiles as C++ (no _Atomic in a public header).
+ */
+#ifndef RCGC_BIASED_H
+#define RCGC_BIASED_H
+
+#ifndef RCGC_H
+#error "include <rcgc.h>, not <rcgc/biased.h>"
+#endif
+
+#ifndef RCGC_DEBUG
+#define RCGC_DEBUG 0
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct { uintptr_t v; } rcgc__word;   /* atomic; see runtime/atomic.h */
+typedef struct { intptr_t  v; } rcgc__sword;  /* atomic */
+typedef struct { uint32_t  v; } rcgc__u32;    /* atomic */
+
+/*
+ * The object header, 48 bytes in front of every body (16-byte aligned).
+ *
+ *   owner       tid of the owning thread | RCGC__OWNER_* flags; 0 once the
+ *               counts are merged.  Written by the owner at creation and by
+ *               whichever thread merges (always before the merge is
+ *               published); read by everyone (relaxed: an owner comparing
+ *               its own tid cannot be misled, see refcount.c).
+ *   ref_shared  (count << RCGC__SHARED_SHIFT) | RCGC__SHARED_* flags; the
+ *               count is signed and may be negative before a merge.  Only
+ *               read-modify-writes change it.
+ *   type        set at creation, never changes.
+ *   link        intrusive list link: the owner's merge queue while QUEUED,
+ *               a release or reclaim list once dead.  Never read by a
+ *               thread that merely loads the object.
+ *   size        body bytes (for the free hook), set at creation.
+ *   ref_local   the owner's count: relaxed load + relaxed store by the owner
+ *               only (or by a merger that holds the owner's bucket lock
+ *               while the owner is blocked or gone).
+ *   gc_bits     RCGC__GC_* flags (low 16 bits) and a magic (high 16 bits)
+ *               that tells a live object from a freed one or a stray pointer.
+ */
+typedef struct rcgc__header {
+    rcgc__word          owner;
+    rcgc__sword         ref_shared;
+    const rcgc_type    *type;
+    struct rcgc__header *link;
+    size_t              size;
+    rcgc__u32           ref_local;
+    rcgc__u32           gc_bits;
+} rcgc__header;
+
+#define RCGC__OWNER_FLAGS     ((uintptr_t)7)     /* low bits reserved for the collector */
+#define RCGC__TID_SHIFT       3                  /* tids are multiples of 8 */
+#define RCGC__TID_DETACHED    (~(uintptr_t)0)    /* rcgc__tls_tid of an unattached thread */
+
+#define RCGC__SHARED_QUEUED   ((intptr_t)1)      /* queued to the owner, once */
+#define RCGC__SHARED_MERGED   ((intptr_t)2)      /* local folded in; owner is 0 */
+#define RCGC__SHARED_IMMORTAL ((intptr_t)4)      /* saturated: never freed */
+#define RCGC__SHARED_FLAGS    ((intptr_t)15)     /* bit 3 reserved for the collector */
+#define RCGC__SHARED_SHIFT    4
+#define RCGC__SHARED_ONE      ((intptr_t)1 << RCGC__SHARED_SHIFT)
+/* An increment that leaves the shared count at or above this makes the
+   object immortal (the count is clamped here and never changes again). */
+#define RCGC__SHARED_SATURATE ((intptr_t)1 << 58)
+
+/* The calling thread's tid, or RCGC__TID_DETACHED.  Initial-exec TLS: two
+   loads and no call, also from a shared library. */
+extern __thread uintptr_t rcgc__tls_tid __attribute__((tls_model("initial-exec")));
+
+void rcgc__debug_check(const void *obj, const char *fn);
+void rcgc__incref_owner_spill(void *obj);
+void rcgc__incref_saturate(void *obj);
+void rcgc__decref_owner_last(void *obj);
+void rcgc__decref_shared_slow(void *obj);
+
+static inline rcgc__header *rcgc__hdr(const void *obj)
+{
+    return (rcgc__header *)obj - 1;
+}
+
+static inline void *rcgc_incref(void *obj)
+{
+    rcgc__header *h;
+
+    if (obj == NULL)
+        return obj;
+    if (RCGC_DEBUG)
+        rcgc__debug_check(obj, "rcgc_incref");
+    h = rcgc__hdr(obj);
+    if (__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) == rcgc__tls_tid) {
+        uint32_t local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
+        if (__builtin_expect(local == UINT32_MAX, 0))
+            rcgc__incref_owner_spill(obj);
+        else
+            __atomic_store_n(&h->ref_local.v, local + 1, __ATOMIC_RELAXED);
+    } else {
+        /* Relaxed: an increment publishes nothing; the caller already holds
+           a reference, so the object cannot be freed meanwhile. */
+        intptr_t old = __atomic_fetch_add(&h->ref_shared.v, RCGC__SHARED_ONE,
+                                          __ATOMIC_RELAXED);
+        if (__builtin_expect(old >= RCGC__SHARED_SATURATE, 0))
+            rcgc__incref_saturate(obj);
+    }
+    return obj;
+}
+
+static inline void rcgc_decref(void *obj)
+{
+    rcgc__header *h;
+    intptr_t shared;
+
+    if (obj == NULL)
+        return;
+    if (RCGC_DEBUG)
+        rcgc__debug_check(obj, "rcgc_decref");
+    h = rcgc__hdr(obj);
+    if (__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) == rcgc__tls_tid) {
+        uint32_t local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
+        if (__builtin_expect(local > 1, 1))
+            __atomic_store_n(&h->ref_local.v, local - 1, __ATOMIC_RELAXED);
+        else
+            rcgc__decref_owner_last(obj);
+        return;
+    }
+    /* A non-owner decrement that cannot decide anything: the count stays
+       positive, or reaches zero while unmerged (the owner's local count
+       still holds the object).  Release pairs with the acquire CAS of
+       whoever later decides the free (refcount.c). */
+    shared = __atomic_load_n(&h->ref_shared.v, __ATOMIC_RELAXED);
+    while (!(shared & RCGC__SHARED_IMMORTAL) &&
+           (shared >= 2 * RCGC__SHARED_ONE ||
+            (shared >= RCGC__SHARED_ONE && !(shared & RCGC__SHARED_MERGED)))) {
+        if (__atomic_compare_exchange_n(&h->ref_shared.v, &shared,
+                                        shared - RCGC__SHARED_ONE, 1,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            return;
+    }
+    rcgc__decref_shared_slow(obj);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RCGC_BIASED_H */

@@ -1,0 +1,187 @@
+/*
+ * epoch.c: grace periods and deferred reclamation, on liburcu.  The only
+ * file that includes liburcu.
+ *
+ * Flavor: QSBR, for two reasons.
+ *  1. Loads cost nothing.  Under QSBR an online thread is inside a read
+ *     section everywhere between two quiescent states, so rcgc_ref_load
+ *     needs no read lock at all (memb's lock+unlock costs ~1 ns inlined and
+ *     ~10 ns through this library's call boundary).
+ *  2. The owner's fast path is covered.  The owner's inline incref/decref
+ *     (include/rcgc/biased.h) reads the owner word and then stores the
+ *     local count; it cannot afford a read lock.  Under QSBR that window is
+ *     inside the implicit read section, so after a synchronize_rcu every
+ *     such operation that read an old owner word has finished.  The cycle
+ *     collector's Delta-test relies on exactly this (flag, grace period,
+ *     then read counts); memb would leave the owner's window uncovered.
+ * The price is QSBR's contract, which rcgc's API already has: an attached
+ * thread announces quiescent states at rcgc_safepoint(), goes offline in
+ * rcgc_blocking_begin() and unregisters at detach.  A thread that stays
+ * attached and online without ever reaching a safepoint stalls grace
+ * periods: memory of released published objects then waits (it is not
+ * lost), and rcgc_reclaim_wait() waits with it.
+ *
+ * Reclamation: threads batch dead published objects (object.c) and hand
+ * the batches here; one reclaimer thread takes everything pending, waits
+ * one grace period and frees it all.  Mutators never call synchronize_rcu
+ * (it would wait for every other thread's safepoint while the caller may
+ * hold a user lock they need).  No call_rcu, so no helper thread of
+ * liburcu's and no suppression is needed for it.
+ *
+ * ThreadSanitizer: liburcu 0.13's atomics are inline assembly that TSan
+ * does not see.  Each thread releases a TSan token before every quiescent
+ * state, offline transition and unregistration, and the reclaimer acquires
+ * it after each grace period, so every access made before a quiescent
+ * state happens-before the frees that follow the grace period.
+ */
+#include <urcu/urcu-qsbr.h>
+
+#include "internal.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define RCGC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RCGC_TSAN 1
+#endif
+#endif
+
+#ifdef RCGC_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+static char tsan_grace_token;
+#define tsan_quiescent() __tsan_release(&tsan_grace_token)
+#define tsan_grace_over() __tsan_acquire(&tsan_grace_token)
+#else
+#define tsan_quiescent() ((void)0)
+#define tsan_grace_over() ((void)0)
+#endif
+
+static struct {
+    pthread_mutex_t lock;          /* protects everything below */
+    pthread_cond_t  work;          /* signalled when pending grows or stop */
+    pthread_cond_t  done;          /* broadcast when a batch is reclaimed */
+    rcgc__header   *pending;       /* dead published objects, linked by link */
+    uint64_t        handed;        /* hand-offs so far */
+    uint64_t        reclaimed;     /* hand-offs whose memory is freed */
+    bool            sleeping;
+    bool            stop;
+    pthread_t       thread;
+} reclaimer = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .work = PTHREAD_COND_INITIALIZER,
+    .done = PTHREAD_COND_INITIALIZER,
+};
+
+static void free_list(rcgc__header *h)
+{
+    while (h != NULL) {
+        rcgc__header *next = h->link;
+        rcgc__quarantine(h);
+        h = next;
+    }
+}
+
+static void *reclaimer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&reclaimer.lock);
+    for (;;) {
+        rcgc__header *list;
+        uint64_t upto;
+
+        while (reclaimer.pending == NULL && !reclaimer.stop) {
+            reclaimer.sleeping = true;
+            pthread_cond_wait(&reclaimer.work, &reclaimer.lock);
+            reclaimer.sleeping = false;
+        }
+        if (reclaimer.pending == NULL)
+            break;                      /* stop, and nothing left */
+        list = reclaimer.pending;
+        reclaimer.pending = NULL;
+        upto = reclaimer.handed;
+        pthread_mutex_unlock(&reclaimer.lock);
+
+        /* This thread is not registered: synchronize_rcu waits for every
+           registered online thread to pass a quiescent state. */
+        urcu_qsbr_synchronize_rcu();
+        tsan_grace_over();
+        free_list(list);
+
+        pthread_mutex_lock(&reclaimer.lock);
+        reclaimer.reclaimed = upto;
+        pthread_cond_broadcast(&reclaimer.done);
+    }
+    pthread_mutex_unlock(&reclaimer.lock);
+    return NULL;
+}
+
+int rcgc__epoch_start(void)
+{
+    reclaimer.stop = false;
+    return pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
+}
+
+void rcgc__epoch_stop(void)
+{
+    pthread_mutex_lock(&reclaimer.lock);
+    reclaimer.stop = true;
+    pthread_cond_signal(&reclaimer.work);
+    pthread_mutex_unlock(&reclaimer.lock);
+    pthread_join(reclaimer.thread, NULL);   /* drains what is pending first */
+}
+
+void rcgc__epoch_register(void)
+{
+    urcu_qsbr_register_thread();            /* online from here */
+}
+
+void rcgc__epoch_unregister(void)
+{
+    tsan_quiescent();
+    urcu_qsbr_unregister_thread();
+}
+
+void rcgc__epoch_quiescent(void)
+{
+    tsan_quiescent();
+    urcu_qsbr_quiescent_state();
+}
+
+void rcgc__epoch_offline(void)
+{
+    tsan_quiescent();
+    urcu_qsbr_thread_offline();
+}
+
+void rcgc__epoch_online(void)
+{
+    urcu_qsbr_thread_online();
+}
+
+void rcgc__epoch_defer(rcgc__header *list, size_t count)
+{
+    rcgc__header *tail = list;
+
+    (void)count;
+    while (tail->link != NULL)
+        tail = tail->link;
+    pthread_mutex_lock(&reclaimer.lock);
+    tail->link = reclaimer.pending;
+    reclaimer.pending = list;
+    reclaimer.handed++;
+    if (reclaimer.sleeping)
+        pthread_cond_signal(&reclaimer.work);
+    pthread_mutex_unlock(&reclaimer.lock);
+}
+
+void rcgc__epoch_wait_reclaimed(void)
+{
+    uint64_t target;
+
+    pthread_mutex_lock(&reclaimer.lock);
+    target = reclaimer.handed;
+    while (reclaimer.reclaimed < target)
+        pthread_cond_wait(&reclaimer.done, &reclaimer.lock);
+    pthread_mutex_unlock(&reclaimer.lock);
+}

@@ -1,0 +1,139 @@
+/*
+ * internal.h: declarations shared between the runtime's files, grouped under
+ * the file that defines them.  Not installed; tests include it for the
+ * rcgc__test_* hooks.
+ */
+#ifndef RCGC_INTERNAL_H
+#define RCGC_INTERNAL_H
+
+#ifndef RCGC_BUILDING
+#error "runtime/internal.h is internal to rcgc"
+#endif
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rcgc.h"
+#include "atomic.h"
+
+#ifndef RCGC_TEST_HARD
+#define RCGC_TEST_HARD 0
+#endif
+
+/* Dead objects a thread collects before handing them to the reclaimer. */
+#define RCGC__RECLAIM_BATCH (RCGC_TEST_HARD ? 1 : 256)
+
+/* gc_bits: low 16 bits are flags, high 16 bits the magic. */
+#define RCGC__GC_PUBLISHED   (1u << 0)  /* stored in a slot at least once */
+#define RCGC__GC_FINALIZED   (1u << 1)  /* finalize has run */
+#define RCGC__GC_FLAGS       0xffffu
+#define RCGC__MAGIC_LIVE     (0x5c6cu << 16)
+#define RCGC__MAGIC_DEAD     (0xdeadu << 16)
+#define RCGC__MAGIC_MASK     (0xffffu << 16)
+
+/* Owner's local count moves this much into the shared count when it would
+   pass UINT32_MAX. */
+#define RCGC__LOCAL_SPILL    ((uint32_t)1 << 31)
+
+static inline void *rcgc__body(rcgc__header *h) { return h + 1; }
+
+/*
+ * The per-thread record.  Cache-line aligned: other threads read its
+ * counters and push to its queue.
+ */
+typedef struct rcgc__thread {
+    uintptr_t tid;                  /* never reused; constant */
+
+    /* Written by this thread only. */
+    rcgc__header *release_list;     /* objects at zero awaiting finalize/teardown */
+    bool          releasing;        /* a release loop is running on this thread */
+    bool          in_blocking;      /* between rcgc_blocking_begin and _end */
+    rcgc__header *reclaim_list;     /* dead, published: waiting for a grace period */
+    size_t        reclaim_count;
+    rcgc__u64     allocated;        /* store_release by this thread, load_acquire by stats */
+    rcgc__u64     freed;
+
+    /* Protected by the lock of the bucket this tid hashes to (thread.c). */
+    rcgc__header *merge_queue;      /* objects queued by non-owners, linked by link */
+    size_t        merge_queue_len;
+    bool          blocked;          /* queuers merge on this thread's behalf */
+    struct rcgc__thread *bucket_next;
+    rcgc__u32     merge_pending;    /* hint for the owner: relaxed, re-checked under lock */
+
+    /* Protected by rcgc__rt.lock. */
+    struct rcgc__thread *all_prev, *all_next;
+} __attribute__((aligned(64))) rcgc__thread;
+
+extern __thread rcgc__thread *rcgc__tls_thread __attribute__((tls_model("initial-exec")));
+
+/* ---- runtime.c --------------------------------------------------------- */
+typedef struct rcgc__runtime {
+    pthread_mutex_t lock;           /* protects everything below */
+    bool            running;
+    rcgc_options    opts;           /* alloc/free hooks, read-only while running */
+    rcgc__thread   *threads;        /* attached threads */
+    size_t          nthreads;
+    uint64_t        retired_allocated;  /* counters of detached threads */
+    uint64_t        retired_freed;
+} rcgc__runtime;
+extern rcgc__runtime rcgc__rt;
+
+void *rcgc__mem_alloc(size_t size);
+void  rcgc__mem_release(rcgc__header *h);   /* returns memory to the free hook now */
+static inline void rcgc__counter_bump(rcgc__u64 *c)
+{
+    /* Only the owning thread writes; release pairs with rcgc_get_stats(). */
+    rcgc__u64_store_release(c, rcgc__u64_load_relaxed(c) + 1);
+}
+
+/* ---- refcount.c -------------------------------------------------------- */
+intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
+void     rcgc__merge_queued(rcgc__header *h);
+bool     rcgc__try_incref(rcgc__header *h);
+
+/* ---- object.c ---------------------------------------------------------- */
+void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, tear down */
+void rcgc__mark_published(rcgc__header *h);
+
+/* ---- thread.c ---------------------------------------------------------- */
+void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid);
+void rcgc__merge_queue_drain(rcgc__thread *th);
+void rcgc__reclaim_flush(rcgc__thread *th);
+
+/* ---- epoch.c (the only file that includes liburcu) --------------------- */
+int  rcgc__epoch_start(void);
+void rcgc__epoch_stop(void);
+void rcgc__epoch_register(void);
+void rcgc__epoch_unregister(void);
+void rcgc__epoch_quiescent(void);
+void rcgc__epoch_offline(void);
+void rcgc__epoch_online(void);
+void rcgc__epoch_defer(rcgc__header *list, size_t count);
+void rcgc__epoch_wait_reclaimed(void);
+
+/* ---- debug.c ----------------------------------------------------------- */
+_Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj);
+void rcgc__poison(rcgc__header *h);
+void rcgc__quarantine(rcgc__header *h);     /* debug builds: delays the real free */
+void rcgc__quarantine_flush(void);
+
+#if RCGC_DEBUG
+#define rcgc_assert(cond, fn, problem, obj) \
+    do { if (!(cond)) rcgc__fatal((fn), (problem), (obj)); } while (0)
+#define rcgc_assert_internal(cond) \
+    do { if (!(cond)) rcgc__fatal(__func__, "internal error: " #cond, NULL); } while (0)
+#else
+#define rcgc_assert(cond, fn, problem, obj) \
+    ((void)sizeof(!(cond)), (void)(fn), (void)(problem), (void)(obj))
+#define rcgc_assert_internal(cond) ((void)sizeof(!(cond)))
+#endif
+
+/* ---- test hooks (exported; tests only) --------------------------------- */
+void      rcgc__test_raw(const void *obj, uintptr_t *owner, uint32_t *local, intptr_t *shared);
+void      rcgc__test_set_counts(void *obj, uint32_t local, intptr_t shared_count);
+size_t    rcgc__test_queue_length(void);
+uintptr_t rcgc__test_tid(void);
+
+#endif /* RCGC_INTERNAL_H */

@@ -1,0 +1,168 @@
+/*
+ * object.c: creating objects, and tearing them down once their count
+ * reaches zero.
+ *
+ * Teardown runs in a loop, never by recursion: rcgc__release() pushes the
+ * dead object on the calling thread's release list, and only the outermost
+ * call drains it.  Releasing a slot whose target reaches zero pushes that
+ * target, so a chain of any length uses constant stack (PITFALLS 22), and a
+ * finalizer that drops references only adds to the list.
+ *
+ * Per object:  finalize (once; FINALIZED)  ->  slots released  ->  memory.
+ * While its finalizer runs the object holds a count of one, taken by the
+ * releasing thread, so rcgc_incref/rcgc_decref inside the finalizer are
+ * ordinary; if the finalizer stored a new reference (resurrection), the
+ * teardown stops there and the next time the count reaches zero the
+ * finalizer does not run again.
+ *
+ * Memory: an object that was never stored in a slot (no PUBLISHED bit) can
+ * be reached by no other thread's rcgc_ref_load, so its memory goes back at
+ * once.  A published object may still be read by a thread that loaded its
+ * pointer from a slot before the last reference went: it waits on this
+ * thread's reclaim list, handed to the reclaimer in batches of
+ * RCGC__RECLAIM_BATCH, and is freed after a grace period (epoch.c).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+_Static_assert(sizeof(rcgc__header) == 48, "object header layout");
+_Static_assert(sizeof(rcgc__header) % 16 == 0, "bodies stay 16-byte aligned");
+
+void *rcgc_new_sized(const rcgc_type *type, size_t size)
+{
+    rcgc__thread *th = rcgc__tls_thread;
+    rcgc__header *h;
+
+    if (type == NULL || size < type->size) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (th == NULL) {
+        rcgc_assert(0, "rcgc_new", "thread not attached", NULL);
+        errno = EPERM;
+        return NULL;
+    }
+    if (size > SIZE_MAX - sizeof(*h)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* An owner that never reaches a safepoint still merges what others
+       queued to it whenever it allocates (gh-157838). */
+    rcgc__merge_queue_drain(th);
+
+    h = rcgc__mem_alloc(sizeof(*h) + size);
+    if (h == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Relaxed: the object reaches other threads only through a release
+       (a slot store, or the user's own synchronisation). */
+    rcgc__word_store_relaxed(&h->owner, th->tid);
+    rcgc__sword_store_relaxed(&h->ref_shared, 0);
+    h->type = type;
+    h->link = NULL;
+    h->size = size;
+    rcgc__u32_store_relaxed(&h->ref_local, 1);
+    rcgc__u32_store_relaxed(&h->gc_bits, RCGC__MAGIC_LIVE);
+    memset(rcgc__body(h), 0, size);
+    rcgc__counter_bump(&th->allocated);
+    return rcgc__body(h);
+}
+
+void *rcgc_new(const rcgc_type *type)
+{
+    if (type == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return rcgc_new_sized(type, type->size);
+}
+
+const rcgc_type *rcgc_type_of(const void *obj)
+{
+    if (obj == NULL)
+        return NULL;
+    if (RCGC_DEBUG)
+        rcgc__debug_check(obj, "rcgc_type_of");
+    return rcgc__hdr(obj)->type;
+}
+
+void rcgc__mark_published(rcgc__header *h)
+{
+    /* Relaxed: whoever later decides this object's free happens-after this
+       store, through the slot store (release) that follows it and the
+       acq_rel count operations every reference drop goes through. */
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_PUBLISHED))
+        rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_PUBLISHED);
+}
+
+static void release_slot(rcgc_ref *slot, void *ctx)
+{
+    void *child = rcgc__slot_exchange_acq_rel(slot, NULL);
+
+    (void)ctx;
+    rcgc_decref(child);      /* at zero: pushed on our release list */
+}
+
+/* Returns true if the finalizer resurrected the object. */
+static bool finalize(rcgc__header *h)
+{
+    intptr_t s;
+
+    rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_FINALIZED);
+    /* Merged with count 0: no other thread can change the count now (a
+       try-increment refuses it), so this thread takes one reference for
+       the finalizer's duration. */
+    rcgc__sword_store_relaxed(&h->ref_shared,
+                              RCGC__SHARED_MERGED | RCGC__SHARED_ONE);
+    h->type->finalize(rcgc__body(h));
+    /* acq_rel: if the finalizer handed the object to another thread, its
+       later decrements are ordered before our teardown. */
+    s = rcgc__sword_fetch_add_acq_rel(&h->ref_shared, -RCGC__SHARED_ONE);
+    return (s >> RCGC__SHARED_SHIFT) != 1 || (s & RCGC__SHARED_IMMORTAL);
+}
+
+static void dispose(rcgc__thread *th, rcgc__header *h)
+{
+    bool published = rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_PUBLISHED;
+
+    rcgc__counter_bump(&th->freed);
+    if (RCGC_DEBUG)
+        rcgc__poison(h);
+    if (!published) {
+        rcgc__quarantine(h);
+        return;
+    }
+    h->link = th->reclaim_list;
+    th->reclaim_list = h;
+    if (++th->reclaim_count >= RCGC__RECLAIM_BATCH)
+        rcgc__reclaim_flush(th);
+}
+
+void rcgc__release(rcgc__header *h)
+{
+    rcgc__thread *th = rcgc__tls_thread;
+
+    rcgc_assert_internal(th != NULL);
+    h->link = th->release_list;
+    th->release_list = h;
+    if (th->releasing)
+        return;
+    th->releasing = true;
+    while ((h = th->release_list) != NULL) {
+        const rcgc_type *type = h->type;
+
+        th->release_list = h->link;
+        h->link = NULL;
+        if (type->finalize != NULL &&
+            !(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FINALIZED) &&
+            finalize(h))
+            continue;
+        if (type->traverse != NULL)
+            type->traverse(rcgc__body(h), release_slot, NULL);
+        dispose(th, h);
+    }
+    th->releasing = false;
+}

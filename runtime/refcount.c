@@ -1,0 +1,320 @@
+/*
+ * refcount.c: biased reference counting (Choi, Shull and Torrellas, "Biased
+ * Reference Counting", PACT 2018; CPython's free-threaded Include/refcount.h
+ * and Python/brc.c are the implementation this follows).  The inline fast
+ * paths are in include/rcgc/biased.h; every slow path is here.
+ *
+ * Theory
+ * ======
+ *
+ * An object's count is split in two.  The thread that created it, its
+ * owner, counts in ref_local with a relaxed load and a relaxed store: no
+ * read-modify-write, no lock prefix.  Every other thread counts in
+ * ref_shared with read-modify-writes.  The true count is
+ *
+ *     unmerged:  ref_local + shared_count - (QUEUED ? 1 : 0)
+ *     merged:    shared_count
+ *
+ * where shared_count = ref_shared >> RCGC__SHARED_SHIFT (signed).
+ *
+ * States of ref_shared's low bits and the transitions (who makes them):
+ *
+ *     UNMERGED --non-owner decrement at shared_count 0--> QUEUED   (once)
+ *     UNMERGED --owner's local reaches 0----------------> MERGED
+ *     QUEUED   --owner's local reaches 0----------------> MERGED
+ *     QUEUED   --queue entry merged (owner, or a queuer for a blocked or
+ *                gone owner)----------------------------> MERGED
+ *     any      --shared_count reaches SATURATE----------> +IMMORTAL
+ *
+ * MERGED is final: a merged object is never queued again, its owner word is
+ * 0 (flags aside) and its ref_local is 0, so every thread counts on the
+ * shared word alone.  The object is dead exactly when a read-modify-write on
+ * ref_shared produces MERGED with count 0; the thread whose RMW produced it
+ * releases the object.  No thread ever frees on the strength of a plain
+ * load (Nim RFC #575; PITFALLS 10).
+ *
+ * Invariants (tests check them through rcgc__test_raw):
+ *
+ *  I1  Unmerged and the owner attached and not blocked: ref_local >= 1.
+ *      The owner merges when its local count would reach 0
+ *      (rcgc__decref_owner_last), so an unmerged count can only be "dead"
+ *      while queued, and then the queue still owns a reference.
+ *  I2  owner == 0 (flags masked) implies merged, once the merging RMW has
+ *      happened: every merge clears ref_local and the owner word *before*
+ *      its CAS publishes MERGED (CPython gh-119999, gh-121794), so a thread
+ *      that sees MERGED never sees a stale owner or local count.
+ *  I3  QUEUED implies exactly one queue entry exists, and it holds one
+ *      reference (the non-owner's decrement that would have gone below
+ *      zero is carried by the entry and applied when it merges).
+ *  I4  ref_local is written by the owner only, or by a thread that merges
+ *      on behalf of a blocked or gone owner while holding the owner's
+ *      bucket lock (thread.c); blocking_begin, blocking_end and detach take
+ *      that lock, so the two never overlap.
+ *  I5  Tids are never reused (thread.c): a thread that reuses a dead
+ *      thread's stack or pthread_t never adopts its objects (mimalloc#956,
+ *      CPython gh-144969).  A non-owner that queues to a tid it cannot find
+ *      merges the object itself.
+ *
+ * Orders.  The owner's fast path is relaxed: the owner word it compares is
+ * its own tid, which only the owner writes while it is running; another
+ * thread changes it only while the owner is blocked or gone, under a lock
+ * the owner takes before it runs again.  Non-owner decrements are release
+ * (they may be the last access before someone else frees); every RMW that
+ * can decide a free is acq_rel, so the releasing thread happens-after every
+ * earlier access of every other holder.  The owner's zero path reads the
+ * shared word with acquire (CPython gh-117657) and decides by CAS.
+ *
+ * Overflow.  ref_local is 32 bits: an owner increment at UINT32_MAX moves
+ * RCGC__LOCAL_SPILL (2^31) into the shared count and keeps counting, so the
+ * count stays exact.  The shared count is 60 bits: an increment that leaves
+ * it at or above RCGC__SHARED_SATURATE (2^58) clamps it there and sets
+ * IMMORTAL; an immortal object ignores decrements and is never freed
+ * (rcgc_refcount reports SIZE_MAX).  Nothing ever wraps.
+ */
+#include <errno.h>
+
+#include "internal.h"
+
+static inline intptr_t shared_count(intptr_t shared)
+{
+    return shared >> RCGC__SHARED_SHIFT;   /* arithmetic shift: gcc, clang */
+}
+
+static inline uintptr_t owner_tid(uintptr_t owner)
+{
+    return owner & ~RCGC__OWNER_FLAGS;
+}
+
+/* Owner increment at UINT32_MAX: spill half into the shared count. */
+void rcgc__incref_owner_spill(void *obj)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    intptr_t old;
+
+    /* Relaxed: an increment publishes nothing (see rcgc_incref). */
+    old = rcgc__sword_fetch_add_relaxed(&h->ref_shared,
+                                        (intptr_t)RCGC__LOCAL_SPILL * RCGC__SHARED_ONE);
+    rcgc__u32_store_relaxed(&h->ref_local, UINT32_MAX - RCGC__LOCAL_SPILL + 1);
+    if (old + (intptr_t)RCGC__LOCAL_SPILL * RCGC__SHARED_ONE >= RCGC__SHARED_SATURATE)
+        rcgc__incref_saturate(obj);
+}
+
+/* The shared count reached the saturation bound: clamp it and make the
+   object immortal.  Concurrent increments between the fetch_add and this
+   CAS are far too few (one per thread) to reach the word's 2^59 limit. */
+void rcgc__incref_saturate(void *obj)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
+    intptr_t n;
+
+    do {
+        n = (RCGC__SHARED_SATURATE & ~RCGC__SHARED_FLAGS) |
+            (s & RCGC__SHARED_FLAGS) | RCGC__SHARED_IMMORTAL;
+    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
+}
+
+/*
+ * Fold ref_local into the shared word and mark it MERGED, adding extra
+ * (-1 for a queue entry's reference).  The caller is the owner, or holds
+ * the owner's bucket lock while the owner is blocked or gone (I4).
+ * Returns the merged count; 0 means the caller must release the object.
+ */
+intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
+{
+    uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
+    intptr_t s, n, count;
+
+    /* I2: clear the owner and the local count before MERGED is published
+       (gh-119999).  fetch_and keeps the collector's owner flags. */
+    rcgc__word_fetch_and_relaxed(&h->owner, RCGC__OWNER_FLAGS);
+    rcgc__u32_store_relaxed(&h->ref_local, 0);
+
+    /* Acquire pairs with the release decrements of non-owners (so a free
+       below happens after their last access); release publishes the
+       cleared owner and local count to whoever reads MERGED. */
+    s = rcgc__sword_load_acquire(&h->ref_shared);
+    do {
+        if (s & RCGC__SHARED_IMMORTAL) {
+            n = s | RCGC__SHARED_MERGED;
+            count = 1;
+            continue;
+        }
+        if (s & RCGC__SHARED_MERGED) {
+            /* The owner merged at zero first (I3: our entry's reference is
+               still in the count); local was already folded in. */
+            count = shared_count(s) + extra;
+        } else {
+            count = shared_count(s) + (intptr_t)local + extra;
+        }
+        if (count < 0) {
+            rcgc__fatal("rcgc_decref", "reference count below zero", rcgc__body(h));
+        }
+        n = (count << RCGC__SHARED_SHIFT) |
+            (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED;
+    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
+    return count;
+}
+
+/* A queue entry is merged: the entry's reference goes with it. */
+void rcgc__merge_queued(rcgc__header *h)
+{
+    if (rcgc__merge_counts(h, -1) == 0)
+        rcgc__release(h);
+}
+
+/*
+ * The owner's decrement found ref_local <= 1: merge at zero.  The owner
+ * holds the last local reference; whatever non-owners hold is in the
+ * shared word, so the merged count is the shared count alone.
+ */
+void rcgc__decref_owner_last(void *obj)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
+
+    if (local == 0) {
+        /* Impossible while owned (I1) unless the caller over-released. */
+        rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
+        return;
+    }
+    rcgc__u32_store_relaxed(&h->ref_local, 0);
+    if (rcgc__merge_counts(h, 0) == 0)
+        rcgc__release(h);
+}
+
+/*
+ * A non-owner decrement the inline path could not take: the count would
+ * reach zero on a merged object, go below zero on an unmerged one that is
+ * not queued yet, or the object is immortal.
+ */
+void rcgc__decref_shared_slow(void *obj)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    uintptr_t owner = rcgc__word_load_relaxed(&h->owner);
+    intptr_t s, n;
+
+    if (owner_tid(owner) == rcgc__tls_tid) {
+        /* Our own object, but a collector flag made the fast path miss. */
+        uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
+        if (local > 1)
+            rcgc__u32_store_relaxed(&h->ref_local, local - 1);
+        else
+            rcgc__decref_owner_last(obj);
+        return;
+    }
+    rcgc_assert(rcgc__tls_tid != RCGC__TID_DETACHED, "rcgc_decref",
+                "thread not attached", obj);
+
+    s = rcgc__sword_load_relaxed(&h->ref_shared);
+    for (;;) {
+        intptr_t count = shared_count(s);
+
+        if (s & RCGC__SHARED_IMMORTAL)
+            return;
+        if (s & RCGC__SHARED_MERGED) {
+            if (count <= 0) {
+                /* Over-release of a dead object; never free twice. */
+                rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
+                return;
+            }
+            /* acq_rel: the last decrement decides the free (PITFALLS 10). */
+            n = s - RCGC__SHARED_ONE;
+            if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n)) {
+                if (count == 1)
+                    rcgc__release(h);
+                return;
+            }
+            continue;
+        }
+        if (count > 0 || (s & RCGC__SHARED_QUEUED)) {
+            /* Unmerged: may go negative once queued (PITFALLS 8). */
+            n = s - RCGC__SHARED_ONE;
+            if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n))
+                return;
+            continue;
+        }
+        /* Unmerged, shared count 0, not queued: queue it once; the entry
+           carries our reference (I3), so the count is left as it is. */
+        n = s | RCGC__SHARED_QUEUED;
+        if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n)) {
+            rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+            return;
+        }
+    }
+}
+
+/*
+ * The increment of rcgc_ref_load: succeeds unless the object is dead
+ * (merged with count 0).  The caller read the pointer from a slot inside
+ * an epoch read section, so the memory is still there.  An unmerged object
+ * may be at true count zero and waiting for its owner's merge; incrementing
+ * it then is sound, because nothing is freed before a CAS produces MERGED
+ * with count 0, and that CAS would see this increment.
+ */
+bool rcgc__try_incref(rcgc__header *h)
+{
+    intptr_t s;
+
+    if (rcgc__word_load_relaxed(&h->owner) == rcgc__tls_tid) {
+        /* Ours and unmerged: I1 says it is alive, and only we can merge it. */
+        rcgc_incref(rcgc__body(h));
+        return true;
+    }
+    s = rcgc__sword_load_relaxed(&h->ref_shared);
+    for (;;) {
+        if ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
+            shared_count(s) <= 0)
+            return false;
+        /* Acquire: pairs with the release decrements, so what we read of
+           the object after this is not older than its holders' writes. */
+        if (rcgc__sword_cas_acquire(&h->ref_shared, &s, s + RCGC__SHARED_ONE)) {
+            if (s + RCGC__SHARED_ONE >= RCGC__SHARED_SATURATE)
+                rcgc__incref_saturate(rcgc__body(h));
+            return true;
+        }
+    }
+}
+
+size_t rcgc_refcount(const void *obj)
+{
+    const rcgc__header *h;
+    intptr_t s, count;
+
+    if (obj == NULL)
+        return 0;
+    if (RCGC_DEBUG)
+        rcgc__debug_check(obj, "rcgc_refcount");
+    h = rcgc__hdr(obj);
+    s = rcgc__sword_load_acquire(&h->ref_shared);
+    if (s & RCGC__SHARED_IMMORTAL)
+        return SIZE_MAX;
+    count = shared_count(s);
+    if (!(s & RCGC__SHARED_MERGED))
+        count += (intptr_t)rcgc__u32_load_relaxed(&h->ref_local) -
+                 ((s & RCGC__SHARED_QUEUED) ? 1 : 0);
+    return count < 0 ? 0 : (size_t)count;
+}
+
+void rcgc__test_raw(const void *obj, uintptr_t *owner, uint32_t *local, intptr_t *shared)
+{
+    const rcgc__header *h = rcgc__hdr(obj);
+
+    if (owner)
+        *owner = rcgc__word_load_relaxed(&h->owner);
+    if (local)
+        *local = rcgc__u32_load_relaxed(&h->ref_local);
+    if (shared)
+        *shared = rcgc__sword_load_acquire(&h->ref_shared);
+}
+
+void rcgc__test_set_counts(void *obj, uint32_t local, intptr_t count)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
+
+    rcgc__u32_store_relaxed(&h->ref_local, local);
+    while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                    (count << RCGC__SHARED_SHIFT) | (s & RCGC__SHARED_FLAGS)))
+        ;
+}

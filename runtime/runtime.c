@@ -1,0 +1,147 @@
+/*
+ * runtime.c: starting and stopping the runtime, the allocator hooks and the
+ * statistics.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+rcgc__runtime rcgc__rt = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void *default_alloc(size_t size, void *ctx)
+{
+    (void)ctx;
+    return malloc(size);
+}
+
+static void default_free(void *p, size_t size, void *ctx)
+{
+    (void)size;
+    (void)ctx;
+    free(p);
+}
+
+void *rcgc__mem_alloc(size_t size)
+{
+    return rcgc__rt.opts.alloc(size, rcgc__rt.opts.alloc_ctx);
+}
+
+void rcgc__mem_release(rcgc__header *h)
+{
+    rcgc__rt.opts.free(h, sizeof(*h) + h->size, rcgc__rt.opts.alloc_ctx);
+}
+
+int rcgc_init(const rcgc_options *opts)
+{
+    rcgc_options o;
+    int err;
+
+    if (opts != NULL)
+        o = *opts;
+    else
+        memset(&o, 0, sizeof(o));
+    if ((o.alloc == NULL) != (o.free == NULL))
+        return EINVAL;
+    if (o.alloc == NULL) {
+        o.alloc = default_alloc;
+        o.free = default_free;
+        o.alloc_ctx = NULL;
+    }
+
+    pthread_mutex_lock(&rcgc__rt.lock);
+    if (rcgc__rt.running) {
+        pthread_mutex_unlock(&rcgc__rt.lock);
+        return EBUSY;
+    }
+    err = rcgc__epoch_start();
+    if (err != 0) {
+        pthread_mutex_unlock(&rcgc__rt.lock);
+        return err;
+    }
+    rcgc__rt.opts = o;
+    rcgc__rt.running = true;
+    rcgc__rt.retired_allocated = 0;
+    rcgc__rt.retired_freed = 0;
+    pthread_mutex_unlock(&rcgc__rt.lock);
+
+    err = rcgc_thread_attach();
+    if (err != 0 && err != EBUSY) {
+        rcgc_shutdown();
+        return err;
+    }
+    return 0;
+}
+
+void rcgc_shutdown(void)
+{
+    size_t others;
+
+    if (rcgc__tls_thread != NULL)
+        rcgc_thread_detach();
+
+    pthread_mutex_lock(&rcgc__rt.lock);
+    if (!rcgc__rt.running) {
+        pthread_mutex_unlock(&rcgc__rt.lock);
+        return;
+    }
+    others = rcgc__rt.nthreads;
+    if (others != 0) {
+        /* Tearing down under attached threads would free what they use:
+           the runtime stays up for them (daemon threads, PITFALLS 32). */
+        pthread_mutex_unlock(&rcgc__rt.lock);
+        rcgc_assert(0, "rcgc_shutdown", "other threads are still attached", NULL);
+        fprintf(stderr, "rcgc: rcgc_shutdown: %zu threads still attached; "
+                        "the runtime stays up\n", others);
+        return;
+    }
+    rcgc__rt.running = false;
+    pthread_mutex_unlock(&rcgc__rt.lock);
+
+    rcgc__epoch_stop();        /* every published dead object is freed */
+    rcgc__quarantine_flush();
+}
+
+void rcgc_reclaim_wait(void)
+{
+    rcgc__thread *th = rcgc__tls_thread;
+    bool was_blocking;
+
+    if (th == NULL) {
+        rcgc_assert(0, "rcgc_reclaim_wait", "thread not attached", NULL);
+        return;
+    }
+    /* Offline while waiting: the grace period must not wait for us. */
+    was_blocking = th->in_blocking;
+    if (!was_blocking)
+        rcgc_blocking_begin();
+    rcgc__epoch_wait_reclaimed();
+    if (!was_blocking)
+        rcgc_blocking_end();
+}
+
+void rcgc_get_stats(rcgc_stats *out)
+{
+    uint64_t allocated, freed = 0;
+    rcgc__thread *th;
+
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&rcgc__rt.lock);
+    /* Frees first, then allocations: an object's allocation happens-before
+       its free, so with acquire loads in this order live never goes
+       negative. */
+    freed = rcgc__rt.retired_freed;
+    for (th = rcgc__rt.threads; th != NULL; th = th->all_next)
+        freed += rcgc__u64_load_acquire(&th->freed);      /* pairs with rcgc__counter_bump */
+    allocated = rcgc__rt.retired_allocated;
+    for (th = rcgc__rt.threads; th != NULL; th = th->all_next)
+        allocated += rcgc__u64_load_acquire(&th->allocated);
+    pthread_mutex_unlock(&rcgc__rt.lock);
+    out->allocated = allocated;
+    out->freed = freed;
+    out->live = allocated >= freed ? allocated - freed : 0;
+}
