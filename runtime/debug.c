@@ -52,7 +52,8 @@ static const char *type_name(const void *obj)
     return h->type->name;
 }
 
-_Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj)
+static _Noreturn void fatal_line(const char *fn, const char *problem,
+                                 const char *name, const void *obj)
 {
     char line[512];
     size_t n = 0;
@@ -62,12 +63,22 @@ _Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj)
     n = append(line, n, sizeof(line), ": ");
     n = append(line, n, sizeof(line), problem);
     n = append(line, n, sizeof(line), " (type ");
-    n = append(line, n, sizeof(line), type_name(obj));
+    n = append(line, n, sizeof(line), name);
     n = append(line, n, sizeof(line), ", object ");
     n = append_hex(line, n, sizeof(line), (uintptr_t)obj);
     n = append(line, n, sizeof(line), ")\n");
     (void)!write(2, line, n);
     abort();
+}
+
+_Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj)
+{
+    fatal_line(fn, problem, type_name(obj), obj);
+}
+
+_Noreturn void rcgc__fatal_type(const char *fn, const char *problem, const rcgc_type *type)
+{
+    fatal_line(fn, problem, type != NULL && type->name != NULL ? type->name : "?", NULL);
 }
 
 void rcgc__debug_check(const void *obj, const char *fn)

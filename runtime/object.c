@@ -40,7 +40,8 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
         return NULL;
     }
     if (th == NULL) {
-        rcgc_assert(0, "rcgc_new", "thread not attached", NULL);
+        if (RCGC_DEBUG)
+            rcgc__fatal_type("rcgc_new", "thread not attached", type);
         errno = EPERM;
         return NULL;
     }
@@ -109,19 +110,28 @@ static void release_slot(rcgc_ref *slot, void *ctx)
 /* Returns true if the finalizer resurrected the object. */
 static bool finalize(rcgc__header *h)
 {
-    intptr_t s;
+    intptr_t s, n;
 
     rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_FINALIZED);
     /* Merged with count 0: no other thread can change the count now (a
        try-increment refuses it), so this thread takes one reference for
-       the finalizer's duration. */
+       the finalizer's duration.  DYING keeps refusing loads meanwhile: a
+       thread that read this object from a slot just before the slot was
+       overwritten must not get it back from under its finalizer. */
     rcgc__sword_store_relaxed(&h->ref_shared,
-                              RCGC__SHARED_MERGED | RCGC__SHARED_ONE);
+                              RCGC__SHARED_MERGED | RCGC__SHARED_DYING | RCGC__SHARED_ONE);
     h->type->finalize(rcgc__body(h));
     /* acq_rel: if the finalizer handed the object to another thread, its
-       later decrements are ordered before our teardown. */
-    s = rcgc__sword_fetch_add_acq_rel(&h->ref_shared, -RCGC__SHARED_ONE);
-    return (s >> RCGC__SHARED_SHIFT) != 1 || (s & RCGC__SHARED_IMMORTAL);
+       later decrements are ordered before our teardown.  A resurrected
+       object loses DYING in the same CAS that drops our reference, so no
+       other thread can release it between the two. */
+    s = rcgc__sword_load_relaxed(&h->ref_shared);
+    do {
+        n = s - RCGC__SHARED_ONE;
+        if ((n >> RCGC__SHARED_SHIFT) > 0 || (n & RCGC__SHARED_IMMORTAL))
+            n &= ~RCGC__SHARED_DYING;
+    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
+    return !(n & RCGC__SHARED_DYING);
 }
 
 static void dispose(rcgc__thread *th, rcgc__header *h)

@@ -25,12 +25,15 @@
  *     QUEUED   --queue entry merged (owner, or a queuer for a blocked or
  *                gone owner)----------------------------> MERGED
  *     any      --shared_count reaches SATURATE----------> +IMMORTAL
+ *     MERGED 0 --release runs a finalizer (object.c)----> MERGED|DYING 1,
+ *                then DYING 0 (torn down), or DYING cleared (resurrected)
  *
  * MERGED is final: a merged object is never queued again, its owner word is
  * 0 (flags aside) and its ref_local is 0, so every thread counts on the
  * shared word alone.  The object is dead exactly when a read-modify-write on
  * ref_shared produces MERGED with count 0; the thread whose RMW produced it
- * releases the object.  No thread ever frees on the strength of a plain
+ * releases the object.  A try-increment (rcgc_ref_load) refuses MERGED 0
+ * and anything DYING.  No thread ever frees on the strength of a plain
  * load (Nim RFC #575; PITFALLS 10).
  *
  * Invariants (tests check them through rcgc__test_raw):
@@ -66,8 +69,8 @@
  *
  * Overflow.  ref_local is 32 bits: an owner increment at UINT32_MAX moves
  * RCGC__LOCAL_SPILL (2^31) into the shared count and keeps counting, so the
- * count stays exact.  The shared count is 60 bits: an increment that leaves
- * it at or above RCGC__SHARED_SATURATE (2^58) clamps it there and sets
+ * count stays exact.  The shared count is 58 bits: an increment that leaves
+ * it at or above RCGC__SHARED_SATURATE (2^56) clamps it there and sets
  * IMMORTAL; an immortal object ignores decrements and is never freed
  * (rcgc_refcount reports SIZE_MAX).  Nothing ever wraps.
  */
@@ -101,7 +104,7 @@ void rcgc__incref_owner_spill(void *obj)
 
 /* The shared count reached the saturation bound: clamp it and make the
    object immortal.  Concurrent increments between the fetch_add and this
-   CAS are far too few (one per thread) to reach the word's 2^59 limit. */
+   CAS are far too few (one per thread) to reach the word's 2^57 limit. */
 void rcgc__incref_saturate(void *obj)
 {
     rcgc__header *h = rcgc__hdr(obj);
@@ -263,13 +266,14 @@ bool rcgc__try_incref(rcgc__header *h)
     }
     s = rcgc__sword_load_relaxed(&h->ref_shared);
     for (;;) {
-        if ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
-            shared_count(s) <= 0)
+        if ((s & RCGC__SHARED_DYING) ||
+            ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
+             shared_count(s) <= 0))
             return false;
         /* Acquire: pairs with the release decrements, so what we read of
            the object after this is not older than its holders' writes. */
         if (rcgc__sword_cas_acquire(&h->ref_shared, &s, s + RCGC__SHARED_ONE)) {
-            if (s + RCGC__SHARED_ONE >= RCGC__SHARED_SATURATE)
+            if (s >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
                 rcgc__incref_saturate(rcgc__body(h));
             return true;
         }

@@ -118,6 +118,7 @@ void rcgc_reclaim_wait(void)
     if (!was_blocking)
         rcgc_blocking_begin();
     rcgc__epoch_wait_reclaimed();
+    rcgc__quarantine_flush();
     if (!was_blocking)
         rcgc_blocking_end();
 }

@@ -69,12 +69,13 @@ typedef struct rcgc__header {
 #define RCGC__SHARED_QUEUED   ((intptr_t)1)      /* queued to the owner, once */
 #define RCGC__SHARED_MERGED   ((intptr_t)2)      /* local folded in; owner is 0 */
 #define RCGC__SHARED_IMMORTAL ((intptr_t)4)      /* saturated: never freed */
-#define RCGC__SHARED_FLAGS    ((intptr_t)15)     /* bit 3 reserved for the collector */
-#define RCGC__SHARED_SHIFT    4
+#define RCGC__SHARED_DYING    ((intptr_t)8)      /* being torn down: loads fail */
+#define RCGC__SHARED_FLAGS    ((intptr_t)63)     /* bits 4, 5 reserved for the collector */
+#define RCGC__SHARED_SHIFT    6
 #define RCGC__SHARED_ONE      ((intptr_t)1 << RCGC__SHARED_SHIFT)
 /* An increment that leaves the shared count at or above this makes the
    object immortal (the count is clamped here and never changes again). */
-#define RCGC__SHARED_SATURATE ((intptr_t)1 << 58)
+#define RCGC__SHARED_SATURATE ((intptr_t)1 << 56)
 
 /* The calling thread's tid, or RCGC__TID_DETACHED.  Initial-exec TLS: two
    loads and no call, also from a shared library. */
@@ -111,7 +112,7 @@ static inline void *rcgc_incref(void *obj)
            a reference, so the object cannot be freed meanwhile. */
         intptr_t old = __atomic_fetch_add(&h->ref_shared.v, RCGC__SHARED_ONE,
                                           __ATOMIC_RELAXED);
-        if (__builtin_expect(old >= RCGC__SHARED_SATURATE, 0))
+        if (__builtin_expect(old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE, 0))
             rcgc__incref_saturate(obj);
     }
     return obj;

@@ -1,0 +1,237 @@
+/*
+ * test_release.c: pitfall 22, releasing deep structures in constant stack,
+ * and pitfall 20, teardown order.
+ *
+ *   owner chain: a thread with a 256 KiB stack builds a chain of 10,000,000
+ *     nodes linked by one slot each and drops the head: every node is
+ *     released without recursion (a recursive release needs a frame per
+ *     node and overflows that stack within a few thousand nodes);
+ *   non-owner chain: the main thread builds a chain (1,000,000 nodes) and
+ *     the small-stack thread drops the head while main is blocked: every
+ *     slot release is a non-owner decrement that merges on the blocked
+ *     owner's behalf, still in constant stack;
+ *   order: each node's finalizer loads its slot and finds the next node
+ *     intact (not finalized, right id, live magic); nodes are finalized
+ *     head first, each exactly once.
+ *
+ * Under ASan/TSan (slow, memory-hungry) the chains are 10x shorter, still
+ * far beyond what 256 KiB allows recursively.  RCGC_TEST_CHAIN=n overrides.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rcgc.h"
+#include "internal.h"
+#include "tap.h"
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+#ifndef UNDER_SANITIZER
+#define UNDER_SANITIZER 0
+#endif
+
+#define SMALL_STACK (256 * 1024)
+#define NODE_MAGIC 0x90de5eedu
+
+typedef struct node {
+    rcgc_ref next;
+    size_t   id;
+    unsigned magic;
+    unsigned finalized;
+} node;
+
+/* Written by the one thread that releases a chain; read after the join. */
+static size_t chain_len;
+static size_t fin_seq;          /* finalizations so far */
+static size_t bad_next;         /* a finalizer found its next node damaged */
+static size_t bad_order;        /* finalized out of head-first order */
+static size_t bad_thread;       /* finalized on another thread than the releaser */
+static pthread_t releaser;
+static int main_blocked;        /* atomic: main is inside its blocking region */
+
+static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    visit(&((node *)obj)->next, ctx);
+}
+
+static void node_finalize(void *obj)
+{
+    node *n = obj;
+    node *next = rcgc_ref_load(&n->next);   /* pitfall 20: still intact */
+
+    if (n->id + 1 < chain_len) {
+        if (next == NULL || next->magic != NODE_MAGIC || next->finalized ||
+            next->id != n->id + 1)
+            bad_next++;
+    } else if (next != NULL) {
+        bad_next++;
+    }
+    if (n->id != fin_seq || n->magic != NODE_MAGIC || n->finalized)
+        bad_order++;
+    if (!pthread_equal(pthread_self(), releaser))
+        bad_thread++;
+    fin_seq++;
+    n->finalized = 1;
+    rcgc_decref(next);
+}
+
+static const rcgc_type node_type = { "node", sizeof(node), node_traverse, node_finalize, 0 };
+
+static node *build_chain(size_t len)
+{
+    node *head = NULL, *n;
+    size_t i;
+
+    for (i = len; i-- > 0;) {
+        n = rcgc_new(&node_type);
+        if (n == NULL)
+            bail_out("rcgc_new failed at node %zu", i);
+        n->id = i;
+        n->magic = NODE_MAGIC;
+        if (head != NULL) {
+            rcgc_ref_init(&n->next, head);
+            rcgc_decref(head);       /* only the slot holds it now */
+        }
+        head = n;
+        if (i % 4096 == 0)
+            rcgc_safepoint();        /* QSBR: long loops pass quiescent points */
+    }
+    return head;
+}
+
+static void reset_counters(size_t len)
+{
+    chain_len = len;
+    fin_seq = 0;
+    bad_next = 0;
+    bad_order = 0;
+    bad_thread = 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- the small-stack thread ---------------------------------------------- */
+
+typedef struct job {
+    size_t len;
+    node  *head;          /* NULL: build the chain here */
+    double build_s, release_s;
+    int    attach_rc;
+} job;
+
+static void *small_stack_thread(void *arg)
+{
+    job *j = arg;
+    double t0;
+
+    j->attach_rc = rcgc_thread_attach();
+    if (j->attach_rc != 0)
+        return NULL;
+    t0 = now_s();
+    if (j->head == NULL) {
+        reset_counters(j->len);
+        j->head = build_chain(j->len);
+    }
+    j->build_s = now_s() - t0;
+    releaser = pthread_self();
+    rcgc_blocking_begin();          /* a main-owned chain: wait until main blocks */
+    while (!__atomic_load_n(&main_blocked, __ATOMIC_ACQUIRE))
+        sched_yield();
+    rcgc_blocking_end();
+    t0 = now_s();
+    rcgc_decref(j->head);           /* the whole chain goes here */
+    j->release_s = now_s() - t0;
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void run_small(job *j)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    int rc;
+
+    pthread_attr_init(&attr);
+    rc = pthread_attr_setstacksize(&attr, SMALL_STACK);
+    if (rc != 0)
+        bail_out("pthread_attr_setstacksize: %d", rc);
+    rc = pthread_create(&t, &attr, small_stack_thread, j);
+    if (rc != 0)
+        bail_out("pthread_create: %d", rc);
+    pthread_attr_destroy(&attr);
+    rcgc_blocking_begin();
+    __atomic_store_n(&main_blocked, 1, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    __atomic_store_n(&main_blocked, 0, __ATOMIC_RELAXED);
+    rcgc_blocking_end();
+}
+
+int main(void)
+{
+    size_t owner_len = UNDER_SANITIZER ? 1000000 : 10000000;
+    size_t shared_len = UNDER_SANITIZER ? 100000 : 1000000;
+    const char *env = getenv("RCGC_TEST_CHAIN");
+    rcgc_stats s0, s1;
+    job j;
+
+    if (env != NULL && atol(env) > 1) {
+        owner_len = (size_t)atol(env);
+        shared_len = owner_len / 10 > 1 ? owner_len / 10 : 2;
+    }
+    alarm(240);
+    TAP_REQUIRE(rcgc_init(NULL) == 0, "rcgc_init");
+
+    /* -- the owner releases a chain on a small stack ------------------------ */
+    rcgc_get_stats(&s0);
+    j = (job){ .len = owner_len };
+    run_small(&j);
+    is_int(j.attach_rc, 0, "the 256 KiB thread attaches");
+    diag("owner chain of %zu: built in %.2f s, released in %.2f s",
+         owner_len, j.build_s, j.release_s);
+    is_size(fin_seq, owner_len,
+            "pitfall 22: a %zu-node chain released on a 256 KiB stack: every node finalized once",
+            owner_len);
+    is_size(bad_next, 0, "pitfall 20: each finalizer found its next node intact");
+    is_size(bad_order, 0, "nodes finalized head first, each once");
+    is_size(bad_thread, 0, "all on the small-stack thread");
+    rcgc_get_stats(&s1);
+    ok(s1.allocated - s0.allocated == owner_len && s1.freed - s0.freed == owner_len &&
+       s1.live == s0.live, "stats: %zu allocated and freed, live back to start", owner_len);
+    rcgc_reclaim_wait();
+
+    /* -- a non-owner releases main's chain while main is blocked ------------ */
+    rcgc_get_stats(&s0);
+    reset_counters(shared_len);
+    j = (job){ .len = shared_len };
+    j.head = build_chain(shared_len);
+    run_small(&j);                   /* main blocked in the join meanwhile */
+    diag("non-owner chain of %zu released in %.2f s", shared_len, j.release_s);
+    is_size(fin_seq, shared_len,
+            "pitfall 22: a non-owner releases a %zu-node chain of a blocked owner on 256 KiB",
+            shared_len);
+    is_size(bad_next, 0, "pitfall 20: each finalizer found its next node intact");
+    is_size(bad_order, 0, "nodes finalized head first, each once");
+    is_size(bad_thread, 0, "all on the small-stack thread (main stayed blocked)");
+    rcgc_get_stats(&s1);
+    ok(s1.freed - s0.freed == shared_len && s1.live == s0.live,
+       "stats: %zu freed, live back to start", shared_len);
+    rcgc_reclaim_wait();
+
+    rcgc_shutdown();
+    return done_testing();
+}
