@@ -22,7 +22,7 @@
 /* Every timed loop function starts on a 64-byte boundary, so where its
    loop falls in the 64-byte fetch blocks depends only on its own code,
    not on what the linker put before it.  It matters: on this project's
-   Zen 5 machines the owner loop takes 0.50, 0.70 or 0.93 ns per pair
+   Zen 5 machines the same owner loop takes from 0.5 to 1.2 ns per pair
    depending on its offset within a block (see bench_pair_rcgc_shifted). */
 #define LOOP_FN __attribute__((aligned(64)))
 

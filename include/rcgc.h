@@ -25,9 +25,12 @@ extern "C" {
 /* ---- Runtime and threads --------------------------------------------- */
 
 typedef struct rcgc_options {
-    size_t   threshold;   /* reserved for the cycle collector; 0 = default */
-    int      manual;      /* reserved for the cycle collector; 0 = default */
-    unsigned debug;       /* reserved for the cycle collector's debug flags */
+    size_t   threshold;   /* candidate roots buffered before the background
+                             collector runs; 0 = default */
+    int      manual;      /* nonzero: no collector thread, collect only in
+                             rcgc_collect(); 0 (the default): a background
+                             collector thread runs */
+    unsigned debug;       /* RCGC_DEBUG_* flags, as rcgc_set_debug() */
     /* Where object memory comes from (NULL: malloc/free), so a service can
        plug in its allocator and a test can inject failure.  alloc must
        return memory aligned to 16 bytes, or NULL (rcgc_new then fails with
@@ -40,9 +43,11 @@ typedef struct rcgc_options {
 int  rcgc_init(const rcgc_options *opts);  /* NULL = defaults; attaches the caller.
                                               EBUSY if already running; EINVAL if
                                               only one of alloc/free is set */
-void rcgc_shutdown(void);                  /* detaches the caller, reclaims every
+void rcgc_shutdown(void);                  /* collects until nothing more is found,
+                                              reports leaks if RCGC_DEBUG_LEAK,
+                                              detaches the caller, reclaims every
                                               released object's memory, stops the
-                                              background thread; every other thread
+                                              background threads; every other thread
                                               must have detached first */
 
 int  rcgc_thread_attach(void);     /* every thread that touches objects attaches
@@ -102,7 +107,10 @@ void  rcgc_ref_init(rcgc_ref *slot, void *obj);      /* slot in a new object: ta
                                                         a new reference to obj */
 void *rcgc_ref_load(rcgc_ref *slot);                 /* a NEW strong reference, or
                                                         NULL; safe while other threads
-                                                        store to the same slot */
+                                                        store to the same slot.  Inside
+                                                        a finalizer, a slot that points
+                                                        into the dying object's own
+                                                        cycle reads as NULL */
 void  rcgc_ref_store(rcgc_ref *slot, void *obj);     /* slot takes a new reference to
                                                         obj; the old value is released */
 void *rcgc_ref_exchange(rcgc_ref *slot, void *obj);  /* steals the caller's reference to
@@ -127,9 +135,63 @@ typedef struct rcgc_stats {
     uint64_t collect_ns_last; /* duration of the last collection */
     uint64_t collect_ns_total;
 } rcgc_stats;
-void rcgc_get_stats(rcgc_stats *out);   /* fills allocated, freed and live; the
-                                           collector's fields stay 0 until the
-                                           cycle collector exists */
+void rcgc_get_stats(rcgc_stats *out);     /* gc.get_stats() */
+
+/* ---- The collector (Python's gc module, for C) ----------------------- */
+
+/* Possible cycle roots are objects of tracked types (a traverse function and
+   no RCGC_TYPE_ACYCLIC) whose count was decremented to a nonzero value, and
+   objects that rcgc_ref_exchange stored. */
+size_t rcgc_collect(void);     /* gc.collect(): a full collection that reclaims every
+                                  cycle that was garbage before the call, whichever
+                                  thread buffered it; waits for it; returns the number
+                                  of objects reclaimed as cycle garbage.  Called from a
+                                  finalizer during a collection, returns 0 at once. */
+void   rcgc_enable(void);       /* gc.enable() */
+void   rcgc_disable(void);      /* gc.disable(): no automatic collections */
+int    rcgc_isenabled(void);    /* gc.isenabled() */
+void   rcgc_set_threshold(size_t candidates);  /* gc.set_threshold(); 0 = default */
+size_t rcgc_get_threshold(void);
+size_t rcgc_get_count(void);    /* gc.get_count(): candidate roots now buffered */
+
+enum {
+    RCGC_DEBUG_STATS         = 1 << 0, /* a line per collection on stderr */
+    RCGC_DEBUG_COLLECTABLE   = 1 << 1, /* a line per collectable object found */
+    RCGC_DEBUG_UNCOLLECTABLE = 1 << 2, /* a line per uncollectable object found */
+    RCGC_DEBUG_SAVEALL       = 1 << 5, /* keep garbage in rcgc_garbage instead of freeing */
+    RCGC_DEBUG_LEAK = RCGC_DEBUG_COLLECTABLE | RCGC_DEBUG_UNCOLLECTABLE | RCGC_DEBUG_SAVEALL
+};
+void     rcgc_set_debug(unsigned flags);  /* gc.set_debug() */
+unsigned rcgc_get_debug(void);
+
+/* gc.get_objects(): visits every live tracked object with a borrowed reference
+   valid during the call; stops early when fn returns nonzero; returns the
+   number visited.  An object is visible here from the moment rcgc_new returns
+   it, so fn reads a body that another thread may be initialising or changing
+   only under that thread's own synchronisation (atomics, locks). */
+size_t rcgc_foreach_object(int (*fn)(void *obj, void *ctx), void *ctx);
+void   rcgc_get_referents(void *obj, int (*fn)(void *ref, void *ctx), void *ctx);
+size_t rcgc_get_referrers(void *obj, int (*fn)(void *referrer, void *ctx), void *ctx);
+int    rcgc_is_tracked(const void *obj);   /* gc.is_tracked(): 0 for types without
+                                              traverse and RCGC_TYPE_ACYCLIC types,
+                                              which the collector never visits */
+int    rcgc_is_finalized(const void *obj); /* gc.is_finalized() */
+
+typedef enum { RCGC_PHASE_START, RCGC_PHASE_STOP } rcgc_phase;
+typedef struct rcgc_collect_info { size_t collected, uncollectable; } rcgc_collect_info;
+typedef void (*rcgc_callback_fn)(rcgc_phase, const rcgc_collect_info *, void *ctx);
+int  rcgc_callback_add(rcgc_callback_fn fn, void *ctx);     /* gc.callbacks; ENOMEM */
+int  rcgc_callback_remove(rcgc_callback_fn fn, void *ctx);  /* ENOENT if not added */
+
+void   rcgc_freeze(void);           /* gc.freeze(): every live object is ignored by
+                                       later collections */
+void   rcgc_unfreeze(void);
+size_t rcgc_get_freeze_count(void);
+
+/* gc.garbage: with RCGC_DEBUG_SAVEALL, cycles found are kept here (each with a
+   reference held by the list) instead of being reclaimed. */
+size_t rcgc_garbage_foreach(int (*fn)(void *obj, void *ctx), void *ctx);
+void   rcgc_garbage_clear(void);    /* drops the list's references */
 
 #ifdef __cplusplus
 }

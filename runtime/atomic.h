@@ -38,6 +38,8 @@ typedef struct { uint64_t v; } rcgc__u64;
     { return __atomic_fetch_add(&a->v, x, __ATOMIC_ACQ_REL); }                   \
     static inline type name##_fetch_and_relaxed(wtype *a, type x)                \
     { return __atomic_fetch_and(&a->v, x, __ATOMIC_RELAXED); }                   \
+    static inline type name##_fetch_and_acq_rel(wtype *a, type x)                \
+    { return __atomic_fetch_and(&a->v, x, __ATOMIC_ACQ_REL); }                   \
     static inline type name##_fetch_or_relaxed(wtype *a, type x)                 \
     { return __atomic_fetch_or(&a->v, x, __ATOMIC_RELAXED); }                    \
     static inline type name##_fetch_or_acq_rel(wtype *a, type x)                 \

@@ -99,7 +99,10 @@ void rcgc__poison(rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
 
-    rcgc__u32_store_relaxed(&h->gc_bits, (bits & RCGC__GC_FLAGS) | RCGC__MAGIC_DEAD);
+    /* CAS: the collector may clear BUFFERED meanwhile. */
+    while (!rcgc__u32_cas_acq_rel(&h->gc_bits, &bits,
+                                  (bits & RCGC__GC_FLAGS) | RCGC__MAGIC_DEAD))
+        ;
     memset(rcgc__body(h), 0xdb, h->size);
 }
 

@@ -175,6 +175,19 @@ void rcgc__epoch_defer(rcgc__header *list, size_t count)
     pthread_mutex_unlock(&reclaimer.lock);
 }
 
+/* A grace period from an attached (registered) thread: it goes offline
+   for the wait, as synchronize_rcu must not run inside a read section
+   (PITFALLS 30).  Everything any thread did before its next quiescent state
+   happens-before our return. */
+void rcgc__epoch_synchronize(void)
+{
+    tsan_quiescent();
+    urcu_qsbr_thread_offline();
+    urcu_qsbr_synchronize_rcu();
+    urcu_qsbr_thread_online();
+    tsan_grace_over();
+}
+
 void rcgc__epoch_wait_reclaimed(void)
 {
     uint64_t target;

@@ -25,9 +25,18 @@
 /* Dead objects a thread collects before handing them to the reclaimer. */
 #define RCGC__RECLAIM_BATCH (RCGC_TEST_HARD ? 1 : 256)
 
-/* gc_bits: low 16 bits are flags, high 16 bits the magic. */
+/* Candidate roots a thread collects before handing them to the collector. */
+#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1024)
+/* Candidates handed over that wake the background collector by default. */
+#define RCGC__THRESHOLD_DEFAULT (RCGC_TEST_HARD ? 1 : 10000)
+
+/* gc_bits: low 16 bits are flags, high 16 bits the magic.  TRACKED and
+   BUFFERED are in <rcgc/biased.h> (bits 2, 3). */
 #define RCGC__GC_PUBLISHED   (1u << 0)  /* stored in a slot at least once */
 #define RCGC__GC_FINALIZED   (1u << 1)  /* finalize has run */
+#define RCGC__GC_FROZEN      (1u << 4)  /* rcgc_freeze(): collections ignore it */
+#define RCGC__GC_ZOMBIE      (1u << 5)  /* released while BUFFERED: the buffer's
+                                           consumer returns its memory */
 #define RCGC__GC_FLAGS       0xffffu
 #define RCGC__MAGIC_LIVE     (0x5c6cu << 16)
 #define RCGC__MAGIC_DEAD     (0xdeadu << 16)
@@ -38,6 +47,39 @@
 #define RCGC__LOCAL_SPILL    ((uint32_t)1 << 31)
 
 static inline void *rcgc__body(rcgc__header *h) { return h + 1; }
+
+/*
+ * Tracked objects carry this in front of their header (like CPython's
+ * PyGC_Head): the registry that rcgc_foreach_object, rcgc_get_referrers,
+ * rcgc_freeze and the leak report walk, and the collector's private index.
+ */
+typedef struct rcgc__gclink {
+    struct rcgc__gclink *prev, *next;   /* registry shard list; shard lock */
+    size_t   index;                     /* collector only: 1 + member index
+                                           in the running collection, or 0 */
+    uint32_t shard;                     /* constant */
+    uint32_t unused;
+} rcgc__gclink;
+
+static inline rcgc__gclink *rcgc__gclink_of(rcgc__header *h)
+{
+    return (rcgc__gclink *)h - 1;
+}
+static inline rcgc__header *rcgc__gclink_header(rcgc__gclink *g)
+{
+    return (rcgc__header *)(g + 1);
+}
+static inline bool rcgc__is_tracked_type(const rcgc_type *type)
+{
+    return type->traverse != NULL && !(type->flags & RCGC_TYPE_ACYCLIC);
+}
+
+/* A chunk of candidate roots, filled by one thread, handed to the collector. */
+typedef struct rcgc__roots {
+    struct rcgc__roots *next;
+    size_t              n;
+    rcgc__header       *items[RCGC__ROOTS_CHUNK];
+} rcgc__roots;
 
 /*
  * The per-thread record.  Cache-line aligned: other threads read its
@@ -54,6 +96,13 @@ typedef struct rcgc__thread {
     size_t        reclaim_count;
     rcgc__u64     allocated;        /* store_release by this thread, load_acquire by stats */
     rcgc__u64     freed;
+    bool          no_buffer;        /* collector unpinning: decrements buffer nothing */
+    bool          in_collection;    /* this thread runs a collection (finalizers) */
+
+    /* Candidate roots, protected by roots_lock (the collector steals the
+       chunk for rcgc_collect). */
+    pthread_mutex_t roots_lock;
+    rcgc__roots    *roots;
 
     /* Protected by the lock of the bucket this tid hashes to (thread.c). */
     rcgc__header *merge_queue;      /* objects queued by non-owners, linked by link */
@@ -88,6 +137,17 @@ static inline void rcgc__counter_bump(rcgc__u64 *c)
     rcgc__u64_store_release(c, rcgc__u64_load_relaxed(c) + 1);
 }
 
+/* ---- collector.c ------------------------------------------------------- */
+int    rcgc__gc_start(const rcgc_options *opts);   /* at init */
+void   rcgc__gc_stop_thread(void);                 /* at shutdown */
+void   rcgc__gc_shutdown_collect(void);            /* collect until quiet, leak report */
+size_t rcgc__gc_thread_count(void);
+void   rcgc__gc_fill_stats(rcgc_stats *out);      /* the collector's fields */                /* 1 while the collector thread is attached */
+void   rcgc__roots_flush(rcgc__thread *th);        /* hand the chunk over */
+void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
+void   rcgc__registry_remove(rcgc__header *h);
+extern rcgc__u64 rcgc__freeze_count;
+
 /* ---- refcount.c -------------------------------------------------------- */
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
 void     rcgc__merge_queued(rcgc__header *h);
@@ -95,6 +155,8 @@ bool     rcgc__try_incref(rcgc__header *h);
 
 /* ---- object.c ---------------------------------------------------------- */
 void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, tear down */
+void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, free */
+void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
 void rcgc__mark_published(rcgc__header *h);
 
 /* ---- thread.c ---------------------------------------------------------- */
@@ -112,6 +174,7 @@ void rcgc__epoch_offline(void);
 void rcgc__epoch_online(void);
 void rcgc__epoch_defer(rcgc__header *list, size_t count);
 void rcgc__epoch_wait_reclaimed(void);
+void rcgc__epoch_synchronize(void);         /* a grace period, from an attached thread */
 
 /* ---- debug.c ----------------------------------------------------------- */
 _Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj);

@@ -34,6 +34,9 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
 {
     rcgc__thread *th = rcgc__tls_thread;
     rcgc__header *h;
+    size_t prefix;
+    char *mem;
+    bool tracked;
 
     if (type == NULL || size < type->size) {
         errno = EINVAL;
@@ -45,7 +48,9 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
         errno = EPERM;
         return NULL;
     }
-    if (size > SIZE_MAX - sizeof(*h)) {
+    tracked = rcgc__is_tracked_type(type);
+    prefix = tracked ? sizeof(rcgc__gclink) : 0;
+    if (size > SIZE_MAX - sizeof(*h) - prefix) {
         errno = ENOMEM;
         return NULL;
     }
@@ -53,21 +58,25 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
        queued to it whenever it allocates (gh-157838). */
     rcgc__merge_queue_drain(th);
 
-    h = rcgc__mem_alloc(sizeof(*h) + size);
-    if (h == NULL) {
+    mem = rcgc__mem_alloc(prefix + sizeof(*h) + size);
+    if (mem == NULL) {
         errno = ENOMEM;
         return NULL;
     }
+    h = (rcgc__header *)(mem + prefix);
     /* Relaxed: the object reaches other threads only through a release
        (a slot store, or the user's own synchronisation). */
-    rcgc__word_store_relaxed(&h->owner, th->tid);
+    rcgc__word_store_relaxed(&h->owner, th->tid | (tracked ? RCGC__OWNER_UNBUFFERED : 0));
     rcgc__sword_store_relaxed(&h->ref_shared, 0);
     h->type = type;
     h->link = NULL;
     h->size = size;
     rcgc__u32_store_relaxed(&h->ref_local, 1);
-    rcgc__u32_store_relaxed(&h->gc_bits, RCGC__MAGIC_LIVE);
+    rcgc__u32_store_relaxed(&h->gc_bits,
+                            RCGC__MAGIC_LIVE | (tracked ? RCGC__GC_TRACKED : 0));
     memset(rcgc__body(h), 0, size);
+    if (tracked)
+        rcgc__registry_insert(h, th->tid);
     rcgc__counter_bump(&th->allocated);
     return rcgc__body(h);
 }
@@ -134,14 +143,29 @@ static bool finalize(rcgc__header *h)
     return !(n & RCGC__SHARED_DYING);
 }
 
-static void dispose(rcgc__thread *th, rcgc__header *h)
+/* The object is torn down: account for it and let its memory go, unless a
+   root buffer still names it (then the buffer's consumer frees it:
+   PITFALLS 14). */
+void rcgc__dispose(rcgc__thread *th, rcgc__header *h)
 {
-    bool published = rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_PUBLISHED;
+    uint32_t bits;
 
     rcgc__counter_bump(&th->freed);
+    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
+        rcgc__registry_remove(h);
     if (RCGC_DEBUG)
         rcgc__poison(h);
-    if (!published) {
+    /* acq_rel: pairs with the collector's fetch_and of BUFFERED; exactly
+       one of the two sees the other's bit and frees. */
+    bits = rcgc__u32_fetch_or_acq_rel(&h->gc_bits, RCGC__GC_ZOMBIE);
+    if (bits & RCGC__GC_BUFFERED)
+        return;
+    rcgc__free_memory(th, h);
+}
+
+void rcgc__free_memory(rcgc__thread *th, rcgc__header *h)
+{
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_PUBLISHED)) {
         rcgc__quarantine(h);
         return;
     }
@@ -172,7 +196,7 @@ void rcgc__release(rcgc__header *h)
             continue;
         if (type->traverse != NULL)
             type->traverse(rcgc__body(h), release_slot, NULL);
-        dispose(th, h);
+        rcgc__dispose(th, h);
     }
     th->releasing = false;
 }

@@ -117,26 +117,53 @@ void rcgc__incref_saturate(void *obj)
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
 }
 
+/* An increment by a non-owner found SCAN (or the saturation bound) in the
+   word it returned.  DIRTY comes after the count change here; the
+   collector's Delta-test compares the whole word, so it sees either. */
+void rcgc__incref_flagged(void *obj, intptr_t old)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+
+    if (old & RCGC__SHARED_SCAN)
+        rcgc__sword_fetch_or_acq_rel(&h->ref_shared, RCGC__SHARED_DIRTY);
+    if (old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
+        rcgc__incref_saturate(obj);
+}
+
+/* The flags a count change carries forward: DIRTY joins SCAN (collector.c). */
+static inline intptr_t carry_flags(intptr_t s)
+{
+    return (s & RCGC__SHARED_SCAN) ? RCGC__SHARED_DIRTY : 0;
+}
+
 /*
  * Fold ref_local into the shared word and mark it MERGED, adding extra
- * (-1 for a queue entry's reference).  The caller is the owner, or holds
- * the owner's bucket lock while the owner is blocked or gone (I4).
- * Returns the merged count; 0 means the caller must release the object.
+ * (-1 for a queue entry's reference or the owner's last local one).  The
+ * caller is the owner, or holds the owner's bucket lock while the owner is
+ * blocked or gone (I4).  Returns the merged count; 0 means the caller must
+ * release the object.
  */
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
 {
     uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
     intptr_t s, n, count;
-
-    /* I2: clear the owner and the local count before MERGED is published
-       (gh-119999).  fetch_and keeps the collector's owner flags. */
-    rcgc__word_fetch_and_relaxed(&h->owner, RCGC__OWNER_FLAGS);
-    rcgc__u32_store_relaxed(&h->ref_local, 0);
+    bool buffered = false;
 
     /* Acquire pairs with the release decrements of non-owners (so a free
-       below happens after their last access); release publishes the
-       cleared owner and local count to whoever reads MERGED. */
+       below happens after their last access). */
     s = rcgc__sword_load_acquire(&h->ref_shared);
+    /* The collector may be reading local + shared: DIRTY first, before
+       local moves (PROTOCOL-REVIEW hole 5). */
+    if (s & RCGC__SHARED_SCAN)
+        s = rcgc__sword_fetch_or_acq_rel(&h->ref_shared, RCGC__SHARED_DIRTY) |
+            RCGC__SHARED_DIRTY;
+
+    /* I2: clear the owner and the local count before MERGED is published
+       (gh-119999).  fetch_and keeps the collector's owner flags (hole 4).
+       Release: a collector that reads local 0 also sees the DIRTY above. */
+    rcgc__word_fetch_and_relaxed(&h->owner, RCGC__OWNER_FLAGS);
+    rcgc__u32_store_release(&h->ref_local, 0);
+
     do {
         if (s & RCGC__SHARED_IMMORTAL) {
             n = s | RCGC__SHARED_MERGED;
@@ -150,11 +177,19 @@ intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
         } else {
             count = shared_count(s) + (intptr_t)local + extra;
         }
-        if (count < 0) {
+        if (count < 0)
             rcgc__fatal("rcgc_decref", "reference count below zero", rcgc__body(h));
+        if (count > 0 && extra < 0 && !buffered) {
+            /* A decrement that leaves it alive: a candidate root, buffered
+               while the reference we are dropping still holds it. */
+            rcgc__maybe_buffer(h, rcgc__body(h));
+            buffered = true;
         }
         n = (count << RCGC__SHARED_SHIFT) |
-            (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED;
+            (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED |
+            carry_flags(s);
+        /* acq_rel: release publishes the cleared owner and local count to
+           whoever reads MERGED. */
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
     return count;
 }
@@ -174,38 +209,42 @@ void rcgc__merge_queued(rcgc__header *h)
 void rcgc__decref_owner_last(void *obj)
 {
     rcgc__header *h = rcgc__hdr(obj);
-    uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
 
-    if (local == 0) {
+    if (rcgc__u32_load_relaxed(&h->ref_local) == 0) {
         /* Impossible while owned (I1) unless the caller over-released. */
         rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
         return;
     }
-    rcgc__u32_store_relaxed(&h->ref_local, 0);
-    if (rcgc__merge_counts(h, 0) == 0)
+    if (rcgc__merge_counts(h, -1) == 0)
         rcgc__release(h);
+}
+
+/* The owner's decrement of a tracked object not yet in a root buffer. */
+void rcgc__decref_owner_unbuffered(void *obj)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
+
+    if (local > 1) {
+        rcgc__buffer_root(obj);
+        rcgc__u32_store_relaxed(&h->ref_local, local - 1);
+    } else {
+        rcgc__decref_owner_last(obj);
+    }
 }
 
 /*
  * A non-owner decrement the inline path could not take: the count would
  * reach zero on a merged object, go below zero on an unmerged one that is
- * not queued yet, or the object is immortal.
+ * not queued yet, the object is immortal, or the collector has flagged it
+ * (SCAN; then even its owner counts here, on the shared word, so that its
+ * local count holds still while the collector reads it).
  */
 void rcgc__decref_shared_slow(void *obj)
 {
     rcgc__header *h = rcgc__hdr(obj);
-    uintptr_t owner = rcgc__word_load_relaxed(&h->owner);
     intptr_t s, n;
 
-    if (owner_tid(owner) == rcgc__tls_tid) {
-        /* Our own object, but a collector flag made the fast path miss. */
-        uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
-        if (local > 1)
-            rcgc__u32_store_relaxed(&h->ref_local, local - 1);
-        else
-            rcgc__decref_owner_last(obj);
-        return;
-    }
     rcgc_assert(rcgc__tls_tid != RCGC__TID_DETACHED, "rcgc_decref",
                 "thread not attached", obj);
 
@@ -221,25 +260,35 @@ void rcgc__decref_shared_slow(void *obj)
                 rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
                 return;
             }
+            if (count > 1)
+                rcgc__maybe_buffer(h, obj);
             /* acq_rel: the last decrement decides the free (PITFALLS 10). */
-            n = s - RCGC__SHARED_ONE;
+            n = (s - RCGC__SHARED_ONE) | carry_flags(s);
             if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n)) {
-                if (count == 1)
+                /* DYING: its teardown is already decided elsewhere (a
+                   finalizer, or the collector); a stray decrement never
+                   releases twice. */
+                if (count == 1 && !(s & RCGC__SHARED_DYING))
                     rcgc__release(h);
                 return;
             }
             continue;
         }
         if (count > 0 || (s & RCGC__SHARED_QUEUED)) {
-            /* Unmerged: may go negative once queued (PITFALLS 8). */
-            n = s - RCGC__SHARED_ONE;
+            /* Unmerged: may go negative once queued (PITFALLS 8); the
+               owner's local count keeps it alive. */
+            rcgc__maybe_buffer(h, obj);
+            n = (s - RCGC__SHARED_ONE) | carry_flags(s);
             if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n))
                 return;
             continue;
         }
         /* Unmerged, shared count 0, not queued: queue it once; the entry
-           carries our reference (I3), so the count is left as it is. */
-        n = s | RCGC__SHARED_QUEUED;
+           carries our reference (I3), so the count is left as it is.  The
+           owner may be this thread (it counts here while SCAN is set).  A
+           candidate root now: the collector waits for the merge. */
+        rcgc__maybe_buffer(h, obj);
+        n = s | RCGC__SHARED_QUEUED | carry_flags(s);
         if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n)) {
             rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
             return;
@@ -259,7 +308,8 @@ bool rcgc__try_incref(rcgc__header *h)
 {
     intptr_t s;
 
-    if (rcgc__word_load_relaxed(&h->owner) == rcgc__tls_tid) {
+    if ((rcgc__word_load_relaxed(&h->owner) | RCGC__OWNER_UNBUFFERED) ==
+        (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
         /* Ours and unmerged: I1 says it is alive, and only we can merge it. */
         rcgc_incref(rcgc__body(h));
         return true;
@@ -271,8 +321,11 @@ bool rcgc__try_incref(rcgc__header *h)
              shared_count(s) <= 0))
             return false;
         /* Acquire: pairs with the release decrements, so what we read of
-           the object after this is not older than its holders' writes. */
-        if (rcgc__sword_cas_acquire(&h->ref_shared, &s, s + RCGC__SHARED_ONE)) {
+           the object after this is not older than its holders' writes.
+           A new reference to a flagged object makes it DIRTY in the same
+           CAS (collector.c). */
+        if (rcgc__sword_cas_acquire(&h->ref_shared, &s,
+                                    (s + RCGC__SHARED_ONE) | carry_flags(s))) {
             if (s >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
                 rcgc__incref_saturate(rcgc__body(h));
             return true;
@@ -290,14 +343,28 @@ size_t rcgc_refcount(const void *obj)
     if (RCGC_DEBUG)
         rcgc__debug_check(obj, "rcgc_refcount");
     h = rcgc__hdr(obj);
-    s = rcgc__sword_load_acquire(&h->ref_shared);
-    if (s & RCGC__SHARED_IMMORTAL)
-        return SIZE_MAX;
-    count = shared_count(s);
-    if (!(s & RCGC__SHARED_MERGED))
-        count += (intptr_t)rcgc__u32_load_relaxed(&h->ref_local) -
-                 ((s & RCGC__SHARED_QUEUED) ? 1 : 0);
-    return count < 0 ? 0 : (size_t)count;
+    for (;;) {
+        intptr_t again;
+        uint32_t local;
+        uintptr_t owner;
+
+        s = rcgc__sword_load_acquire(&h->ref_shared);
+        /* Acquire: pairs with a merge's release store of local 0, so a
+           merge caught between clearing local and publishing MERGED is
+           seen as an owner of 0 on an unmerged word: read again. */
+        local = rcgc__u32_load_acquire(&h->ref_local);
+        owner = rcgc__word_load_relaxed(&h->owner);
+        again = rcgc__sword_load_acquire(&h->ref_shared);
+        if (s != again ||
+            (!(s & RCGC__SHARED_MERGED) && owner_tid(owner) == 0))
+            continue;
+        if (s & RCGC__SHARED_IMMORTAL)
+            return SIZE_MAX;
+        count = shared_count(s);
+        if (!(s & RCGC__SHARED_MERGED))
+            count += (intptr_t)local - ((s & RCGC__SHARED_QUEUED) ? 1 : 0);
+        return count < 0 ? 0 : (size_t)count;
+    }
 }
 
 void rcgc__test_raw(const void *obj, uintptr_t *owner, uint32_t *local, intptr_t *shared)

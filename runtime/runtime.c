@@ -31,7 +31,11 @@ void *rcgc__mem_alloc(size_t size)
 
 void rcgc__mem_release(rcgc__header *h)
 {
-    rcgc__rt.opts.free(h, sizeof(*h) + h->size, rcgc__rt.opts.alloc_ctx);
+    size_t prefix = (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
+                        ? sizeof(rcgc__gclink) : 0;
+
+    rcgc__rt.opts.free((char *)h - prefix, prefix + sizeof(*h) + h->size,
+                       rcgc__rt.opts.alloc_ctx);
 }
 
 int rcgc_init(const rcgc_options *opts)
@@ -72,31 +76,42 @@ int rcgc_init(const rcgc_options *opts)
         rcgc_shutdown();
         return err;
     }
+    err = rcgc__gc_start(&o);
+    if (err != 0) {
+        rcgc_shutdown();
+        return err;
+    }
     return 0;
 }
 
 void rcgc_shutdown(void)
 {
     size_t others;
-
-    if (rcgc__tls_thread != NULL)
-        rcgc_thread_detach();
+    bool attached = rcgc__tls_thread != NULL;
 
     pthread_mutex_lock(&rcgc__rt.lock);
     if (!rcgc__rt.running) {
         pthread_mutex_unlock(&rcgc__rt.lock);
         return;
     }
-    others = rcgc__rt.nthreads;
+    others = rcgc__rt.nthreads - (attached ? 1 : 0) - rcgc__gc_thread_count();
+    pthread_mutex_unlock(&rcgc__rt.lock);
     if (others != 0) {
         /* Tearing down under attached threads would free what they use:
            the runtime stays up for them (daemon threads, PITFALLS 32). */
-        pthread_mutex_unlock(&rcgc__rt.lock);
         rcgc_assert(0, "rcgc_shutdown", "other threads are still attached", NULL);
         fprintf(stderr, "rcgc: rcgc_shutdown: %zu threads still attached; "
                         "the runtime stays up\n", others);
         return;
     }
+    /* The collector thread goes first; the last collections run here. */
+    rcgc__gc_stop_thread();
+    if (!attached && rcgc_thread_attach() != 0)
+        return;
+    rcgc__gc_shutdown_collect();
+    rcgc_thread_detach();
+
+    pthread_mutex_lock(&rcgc__rt.lock);
     rcgc__rt.running = false;
     pthread_mutex_unlock(&rcgc__rt.lock);
 
@@ -113,6 +128,10 @@ void rcgc_reclaim_wait(void)
         rcgc_assert(0, "rcgc_reclaim_wait", "thread not attached", NULL);
         return;
     }
+    /* Objects released while a root buffer named them keep their memory
+       until a collection consumes the entry: consume them all. */
+    if (!th->in_blocking)
+        rcgc_collect();
     /* Offline while waiting: the grace period must not wait for us. */
     was_blocking = th->in_blocking;
     if (!was_blocking)
@@ -142,6 +161,7 @@ void rcgc_get_stats(rcgc_stats *out)
     for (th = rcgc__rt.threads; th != NULL; th = th->all_next)
         allocated += rcgc__u64_load_acquire(&th->allocated);
     pthread_mutex_unlock(&rcgc__rt.lock);
+    rcgc__gc_fill_stats(out);
     out->allocated = allocated;
     out->freed = freed;
     out->live = allocated >= freed ? allocated - freed : 0;

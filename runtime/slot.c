@@ -15,6 +15,15 @@
  *     it again.
  * Every store publishes (RCGC__GC_PUBLISHED) the object before the release
  * store that makes it reachable, so its memory will wait for a grace period.
+ *
+ * The collector's write barrier.  rcgc_ref_store and compare_exchange
+ * change the counts of both values they move, which the collector's
+ * Delta-test sees.  rcgc_ref_exchange moves a reference without any count
+ * change, so it marks both moved values DIRTY if the collector has flagged
+ * them, before the exchange makes the move (PROTOCOL-REVIEW hole 1, the
+ * "mark the moved values" fix: a slot has no pointer to its container).
+ * It reads the old value first and exchanges by CAS, so the value it marks
+ * is the value it removes.
  */
 #include "internal.h"
 
@@ -49,6 +58,13 @@ void *rcgc_ref_load(rcgc_ref *slot)
 
         if (obj == NULL || rcgc__try_incref(rcgc__hdr(obj)))
             return obj;
+        /* Dead: a slot that counted it has moved on; read it again.  But a
+           slot that still holds a DYING object belongs to something being
+           torn down with it (a finalizer reading its own cycle): such a
+           slot reads as empty, since nothing may take a new reference. */
+        if (rcgc__slot_load_acquire(slot) == obj &&
+            (rcgc__sword_load_relaxed(&rcgc__hdr(obj)->ref_shared) & RCGC__SHARED_DYING))
+            return NULL;
     }
 }
 
@@ -68,13 +84,40 @@ void rcgc_ref_store(rcgc_ref *slot, void *obj)
     rcgc_decref(old);
 }
 
+/* Barrier: a flagged object that a move touches becomes DIRTY.  Release:
+   the slot write after it is ordered after DIRTY (the collector reads the
+   slot with acquire, then checks the word). */
+static inline void barrier(void *obj)
+{
+    rcgc__header *h;
+
+    if (obj == NULL)
+        return;
+    h = rcgc__hdr(obj);
+    if (rcgc__sword_load_relaxed(&h->ref_shared) & RCGC__SHARED_SCAN)
+        rcgc__sword_fetch_or_acq_rel(&h->ref_shared, RCGC__SHARED_DIRTY);
+}
+
 void *rcgc_ref_exchange(rcgc_ref *slot, void *obj)
 {
+    void *old;
+
     if (slot == NULL)
         return NULL;
-    if (obj != NULL)
+    if (RCGC_DEBUG)
+        check_attached("rcgc_ref_exchange");
+    if (obj != NULL) {
         rcgc__mark_published(rcgc__hdr(obj));
-    return rcgc__slot_exchange_acq_rel(slot, obj);
+        /* Two exchanges can close a cycle with no decrement: the stored
+           object is a candidate root (API.md, "Reference slots"). */
+        rcgc__maybe_buffer(rcgc__hdr(obj), obj);
+        barrier(obj);
+    }
+    old = rcgc__slot_load_acquire(slot);
+    do {
+        barrier(old);       /* old is in the slot: epoch-protected (QSBR) */
+    } while (!rcgc__slot_cas_acq_rel(slot, &old, obj));
+    return old;
 }
 
 int rcgc_ref_compare_exchange(rcgc_ref *slot, void *expected, void *desired)

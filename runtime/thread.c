@@ -77,6 +77,7 @@ int rcgc_thread_attach(void)
         return ENOMEM;
     th = mem;
     memset(th, 0, sizeof(*th));
+    pthread_mutex_init(&th->roots_lock, NULL);
     th->tid = (uintptr_t)rcgc__u64_fetch_add_relaxed(&next_serial, 1) << RCGC__TID_SHIFT;
 
     pthread_mutex_lock(&rcgc__rt.lock);
@@ -156,6 +157,7 @@ void rcgc_thread_detach(void)
     /* From here on this thread makes no count operation (PITFALLS 5):
        its objects are merged by whoever next finds the owner gone. */
     rcgc__tls_tid = RCGC__TID_DETACHED;
+    rcgc__roots_flush(th);
     rcgc__reclaim_flush(th);
 
     pthread_mutex_lock(&rcgc__rt.lock);
@@ -173,6 +175,7 @@ void rcgc_thread_detach(void)
     rcgc__epoch_unregister();
     rcgc__tls_thread = NULL;
     pthread_setspecific(exit_key, NULL);
+    pthread_mutex_destroy(&th->roots_lock);
     free(th);
 }
 
@@ -245,6 +248,7 @@ void rcgc_safepoint(void)
     }
     rcgc_assert(!th->in_blocking, "rcgc_safepoint", "called inside a blocking region", NULL);
     rcgc__merge_queue_drain(th);
+    rcgc__roots_flush(th);
     rcgc__reclaim_flush(th);
     rcgc__epoch_quiescent();
 }
@@ -263,6 +267,7 @@ void rcgc_blocking_begin(void)
     }
     drain_then(th, false);
     th->in_blocking = true;
+    rcgc__roots_flush(th);
     rcgc__reclaim_flush(th);
     rcgc__epoch_offline();
 }

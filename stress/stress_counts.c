@@ -51,6 +51,7 @@ static void cobj_finalize(void *p)
     if (refs != 0)
         TORTURE_VIOLATION("cobj id %" PRIu64 " finalized while the test holds %ld "
                           "reference(s) (premature release)", o->t.id, refs);
+    torture_maybe_delay(o->t.id);
     torture_obj_finalize(&o->t, "cobj");
 }
 

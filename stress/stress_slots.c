@@ -106,6 +106,9 @@ static void value_finalize(void *obj)
         TORTURE_VIOLATION("value id %" PRIu64 " (version %" PRIu64 ") finalized while "
                           "CAS-only slot %u of live holder %" PRIu64 " still holds it",
                           v->t.id, v->version, v->slot, v->home);
+    /* A slow finalizer keeps the object dying for a while: a load that
+       read the slot before it was overwritten must still not get it. */
+    torture_maybe_delay(v->t.id);
     torture_obj_finalize(&v->t, rcgc_type_of(v) == &leaf_type ? "leaf" : "value");
 }
 

@@ -7,6 +7,7 @@
  *   violations  torture_violation() counts one and prints the first few;
  *               the program exits nonzero if any was counted
  *   stop flag   workers poll torture_stopping(); main sets it at the deadline
+ *   delays      torture_maybe_delay() widens race windows now and then
  *   watchdog    an unattached thread that fails the run if it hangs
  *   test object torture_obj, the first member of every test type's body:
  *               magic, id, generation and a checksum that readers verify;
@@ -220,6 +221,25 @@ static inline void torture_sleep_us(unsigned us)
 
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+/*
+ * Delay injection (rcutorture's habit): stretches a window the runtime must
+ * get right whatever its length, chosen by a hash so that a run with the
+ * same seed delays the same objects.  One key in 32 spins a few
+ * microseconds; one in 1024 also yields the CPU.
+ */
+static inline void torture_maybe_delay(uint64_t key)
+{
+    uint64_t x = torture_hash(key, torture_o.seed ^ 0x5bd1e995u);
+
+    if ((x & 31) == 0) {
+        unsigned n = 200 + (unsigned)((x >> 8) & 1023);
+        while (n--)
+            torture_cpu_relax();
+        if (((x >> 20) & 31) == 0)
+            sched_yield();
+    }
 }
 
 /* ---- threads ------------------------------------------------------- */
@@ -659,11 +679,12 @@ static inline bool torture_time_up(void)
 
 /*
  * Called by main, attached, once every worker has exited and the program has
- * dropped every reference it held.  `objects` is how many rcgc objects the
- * program created (all of them torture objects).  Checks the runtime's
- * statistics, the finalizer totals and the per-id table, shuts the runtime
- * down, checks that all memory went back to the free hook, and prints the
- * verdict.  Returns the exit status.
+ * dropped every reference it held; every rcgc object the program created
+ * must be a torture object.  Waits for reclamation (the watchdog reports a
+ * hang if a grace period never ends), checks the runtime's statistics, the
+ * finalizer totals and the per-id table, shuts the runtime down, checks that
+ * all memory went back to the free hook, and prints the verdict.  `extra` is
+ * printed on the summary line before it.  Returns the exit status.
  */
 static inline int torture_finish(uint64_t ops, const char *extra)
 {
@@ -672,8 +693,10 @@ static inline int torture_finish(uint64_t ops, const char *extra)
     long long bytes;
     rcgc_stats st;
 
-    torture_phase("final checks");
+    torture_phase("final reclaim");
     rcgc_safepoint();
+    rcgc_reclaim_wait();
+    torture_phase("final checks");
     rcgc_get_stats(&st);
     created = atomic_load(&torture_created);
     finalized = atomic_load(&torture_finalized);

@@ -62,7 +62,12 @@ typedef struct rcgc__header {
     rcgc__u32           gc_bits;
 } rcgc__header;
 
-#define RCGC__OWNER_FLAGS     ((uintptr_t)7)     /* low bits reserved for the collector */
+#define RCGC__OWNER_SCAN      ((uintptr_t)1)     /* the collector examines it: owner
+                                                    counts on the shared word */
+#define RCGC__OWNER_UNBUFFERED ((uintptr_t)2)    /* tracked, not in a root buffer: the
+                                                    owner's decrement takes the slow
+                                                    path that buffers it */
+#define RCGC__OWNER_FLAGS     ((uintptr_t)7)
 #define RCGC__TID_SHIFT       3                  /* tids are multiples of 8 */
 #define RCGC__TID_DETACHED    (~(uintptr_t)0)    /* rcgc__tls_tid of an unattached thread */
 
@@ -70,12 +75,20 @@ typedef struct rcgc__header {
 #define RCGC__SHARED_MERGED   ((intptr_t)2)      /* local folded in; owner is 0 */
 #define RCGC__SHARED_IMMORTAL ((intptr_t)4)      /* saturated: never freed */
 #define RCGC__SHARED_DYING    ((intptr_t)8)      /* being torn down: loads fail */
-#define RCGC__SHARED_FLAGS    ((intptr_t)63)     /* bits 4, 5 reserved for the collector */
+#define RCGC__SHARED_SCAN     ((intptr_t)16)     /* the collector examines it */
+#define RCGC__SHARED_DIRTY    ((intptr_t)32)     /* touched while SCAN (Delta-test) */
+#define RCGC__SHARED_FLAGS    ((intptr_t)63)
 #define RCGC__SHARED_SHIFT    6
 #define RCGC__SHARED_ONE      ((intptr_t)1 << RCGC__SHARED_SHIFT)
 /* An increment that leaves the shared count at or above this makes the
    object immortal (the count is clamped here and never changes again). */
 #define RCGC__SHARED_SATURATE ((intptr_t)1 << 56)
+
+/* gc_bits flags the inline paths test: a tracked object (its type has a
+   traverse and is not RCGC_TYPE_ACYCLIC) that is not in a root buffer yet
+   becomes a candidate cycle root when a decrement leaves it alive. */
+#define RCGC__GC_TRACKED      (1u << 2)
+#define RCGC__GC_BUFFERED     (1u << 3)
 
 /* The calling thread's tid, or RCGC__TID_DETACHED.  Initial-exec TLS: two
    loads and no call, also from a shared library. */
@@ -86,13 +99,42 @@ void rcgc__incref_owner_spill(void *obj);
 void rcgc__incref_saturate(void *obj);
 void rcgc__decref_owner_last(void *obj);
 void rcgc__decref_shared_slow(void *obj);
+void rcgc__decref_owner_unbuffered(void *obj);
+void rcgc__incref_flagged(void *obj, intptr_t old);
+void rcgc__buffer_root(void *obj);
+
+/* A decrement that leaves a tracked object alive makes it a candidate root;
+   buffered before the decrement, while the caller's reference still holds
+   the object (runtime/collector.c). */
+static inline void rcgc__maybe_buffer(rcgc__header *h, void *obj)
+{
+    if (__builtin_expect((__atomic_load_n(&h->gc_bits.v, __ATOMIC_RELAXED) &
+                          (RCGC__GC_TRACKED | RCGC__GC_BUFFERED)) == RCGC__GC_TRACKED, 0))
+        rcgc__buffer_root(obj);
+}
 
 static inline rcgc__header *rcgc__hdr(const void *obj)
 {
     return (rcgc__header *)obj - 1;
 }
 
-static inline void *rcgc_incref(void *obj)
+/* A non-owner decrement that decides nothing: the count stays positive, or
+   reaches zero while unmerged (the owner's local count still holds the
+   object, and its merge will decide); no flag asks for the slow path. */
+static inline int rcgc__shared_dec_is_plain(intptr_t shared)
+{
+    return !(shared & (RCGC__SHARED_IMMORTAL | RCGC__SHARED_SCAN)) &&
+           (shared >= 2 * RCGC__SHARED_ONE ||
+            (shared >= RCGC__SHARED_ONE && !(shared & RCGC__SHARED_MERGED)));
+}
+
+#if defined(__GNUC__)
+#define RCGC__ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define RCGC__ALWAYS_INLINE
+#endif
+
+static inline RCGC__ALWAYS_INLINE void *rcgc_incref(void *obj)
 {
     rcgc__header *h;
 
@@ -101,7 +143,9 @@ static inline void *rcgc_incref(void *obj)
     if (RCGC_DEBUG)
         rcgc__debug_check(obj, "rcgc_incref");
     h = rcgc__hdr(obj);
-    if (__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) == rcgc__tls_tid) {
+    /* The owner counts here whether or not the object is buffered. */
+    if ((__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) | RCGC__OWNER_UNBUFFERED) ==
+        (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
         uint32_t local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
         if (__builtin_expect(local == UINT32_MAX, 0))
             rcgc__incref_owner_spill(obj);
@@ -112,14 +156,16 @@ static inline void *rcgc_incref(void *obj)
            a reference, so the object cannot be freed meanwhile. */
         intptr_t old = __atomic_fetch_add(&h->ref_shared.v, RCGC__SHARED_ONE,
                                           __ATOMIC_RELAXED);
-        if (__builtin_expect(old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE, 0))
-            rcgc__incref_saturate(obj);
+        if (__builtin_expect((old & RCGC__SHARED_SCAN) ||
+                             old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE, 0))
+            rcgc__incref_flagged(obj, old);
     }
     return obj;
 }
 
-static inline void rcgc_decref(void *obj)
+static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
 {
+    uintptr_t owner;
     rcgc__header *h;
     intptr_t shared;
 
@@ -128,7 +174,8 @@ static inline void rcgc_decref(void *obj)
     if (RCGC_DEBUG)
         rcgc__debug_check(obj, "rcgc_decref");
     h = rcgc__hdr(obj);
-    if (__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) == rcgc__tls_tid) {
+    owner = __atomic_load_n(&h->owner.v, __ATOMIC_RELAXED);
+    if (owner == rcgc__tls_tid) {
         uint32_t local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
         if (__builtin_expect(local > 1, 1))
             __atomic_store_n(&h->ref_local.v, local - 1, __ATOMIC_RELAXED);
@@ -136,18 +183,21 @@ static inline void rcgc_decref(void *obj)
             rcgc__decref_owner_last(obj);
         return;
     }
-    /* A non-owner decrement that cannot decide anything: the count stays
-       positive, or reaches zero while unmerged (the owner's local count
-       still holds the object).  Release pairs with the acquire CAS of
-       whoever later decides the free (refcount.c). */
+    if (owner == (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
+        rcgc__decref_owner_unbuffered(obj);     /* a candidate root first */
+        return;
+    }
+    /* Release pairs with the acquire CAS of whoever later decides the free
+       (refcount.c). */
     shared = __atomic_load_n(&h->ref_shared.v, __ATOMIC_RELAXED);
-    while (!(shared & RCGC__SHARED_IMMORTAL) &&
-           (shared >= 2 * RCGC__SHARED_ONE ||
-            (shared >= RCGC__SHARED_ONE && !(shared & RCGC__SHARED_MERGED)))) {
-        if (__atomic_compare_exchange_n(&h->ref_shared.v, &shared,
-                                        shared - RCGC__SHARED_ONE, 1,
-                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-            return;
+    if (rcgc__shared_dec_is_plain(shared)) {
+        rcgc__maybe_buffer(h, obj);       /* the count stays nonzero */
+        do {
+            if (__atomic_compare_exchange_n(&h->ref_shared.v, &shared,
+                                            shared - RCGC__SHARED_ONE, 1,
+                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+                return;
+        } while (rcgc__shared_dec_is_plain(shared));
     }
     rcgc__decref_shared_slow(obj);
 }
