@@ -670,6 +670,17 @@ static void examine(collection *c)
         }
     }
 
+    /* A component that passed is a consistent snapshot: a member with
+       more internal edges than references means its type's traverse
+       reports an edge twice or one that holds no reference (PITFALLS 16;
+       a missing edge only leaks, and cannot be seen). */
+    for (size_t i = 0; RCGC_DEBUG && i < n; i++) {
+        member *m = member_at(c, i);
+        if (m->fate == FATE_FREED && m->crc < 0)
+            rcgc__fatal("rcgc_collect", "traverse reports more references than the "
+                        "object holds", rcgc__body(m->h));
+    }
+
     /* 7. free (or keep, with SAVEALL) the components that passed. */
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
@@ -863,15 +874,20 @@ static size_t collect_once(bool full)
     return c.collected;
 }
 
-/* A full collection: a second pass when components failed only because of
-   operations in flight when the first began. */
+/* A full collection: more passes (at most FULL_PASSES) while members were
+   put back, because they were touched during the pass or waited for their
+   owner's merge at a safepoint: each pass's grace period lets the owners
+   merge, so a cycle that was garbage before the call is decided within a
+   pass or two.  Objects touched all the time stay for later collections. */
+#define FULL_PASSES 4
+
 static size_t collect_full(void)
 {
     size_t n;
 
     lock_collect();
     n = collect_once(true);
-    if (retried > 0)
+    for (int pass = 1; pass < FULL_PASSES && retried > 0; pass++)
         n += collect_once(true);
     pthread_mutex_unlock(&collect_mutex);
     return n;
