@@ -178,6 +178,7 @@ void rcgc__free_memory(rcgc__thread *th, rcgc__header *h)
 void rcgc__release(rcgc__header *h)
 {
     rcgc__thread *th = rcgc__tls_thread;
+    bool no_buffer;
 
     rcgc_assert_internal(th != NULL);
     h->link = th->release_list;
@@ -185,6 +186,10 @@ void rcgc__release(rcgc__header *h)
     if (th->releasing)
         return;
     th->releasing = true;
+    /* The collector drops its pins without making candidates; the
+       decrements a teardown makes are real ones and buffer as usual. */
+    no_buffer = th->no_buffer;
+    th->no_buffer = false;
     while ((h = th->release_list) != NULL) {
         const rcgc_type *type = h->type;
 
@@ -198,5 +203,6 @@ void rcgc__release(rcgc__header *h)
             type->traverse(rcgc__body(h), release_slot, NULL);
         rcgc__dispose(th, h);
     }
+    th->no_buffer = no_buffer;
     th->releasing = false;
 }
