@@ -674,11 +674,24 @@ static void examine(collection *c)
        more internal edges than references means its type's traverse
        reports an edge twice or one that holds no reference (PITFALLS 16;
        a missing edge only leaks, and cannot be seen). */
-    for (size_t i = 0; RCGC_DEBUG && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
-        if (m->fate == FATE_FREED && m->crc < 0)
+        if (m->fate != FATE_FREED || m->crc >= 0)
+            continue;
+        if (RCGC_DEBUG)
             rcgc__fatal("rcgc_collect", "traverse reports more references than the "
                         "object holds", rcgc__body(m->h));
+        /* Release builds keep the component rather than free what may be
+           live: it stays uncollectable. */
+        size_t root = find(c, i);
+        for (size_t k = 0; k < n; k++) {
+            member *o = member_at(c, k);
+            if (o->fate == FATE_FREED && find(c, k) == root) {
+                rcgc__sword_fetch_and_relaxed(&o->h->ref_shared, ~RCGC__SHARED_DYING);
+                o->fate = FATE_LIVE;
+                c->uncollectable++;
+            }
+        }
     }
 
     /* 7. free (or keep, with SAVEALL) the components that passed. */
