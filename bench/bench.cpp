@@ -10,6 +10,13 @@
 // Code placement alone moves the owner loop by up to 2x on Zen 5, so
 // BM_pair_owner_shift/{0,16,32,48} runs it at each 16-byte phase of a
 // 64-byte block, and the table shows the ratio's range over those.
+// The collector cases (gc_cases.c builds their workloads) time one
+// rcgc_collect() each and report objects reclaimed per second, the cost of
+// 10^5 garbage beside 10^6 live objects, binary trees against malloc, and
+// the longest mutator pause while the collector works; a second table
+// gives them with their targets: reclaimed per second for 2-cycles >= 76e6,
+// one ring >= 48e6, a random graph >= 7.4e6; livegarbage /1000000 vs /0
+// <= 1.1; binary trees rcgc/malloc <= 1.2; longest pause <= 100 us.
 // The bench is never a correctness gate: it exits 0 when a target is
 // missed (set RCGC_BENCH_STRICT=1 to exit 2 instead).
 
@@ -20,6 +27,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,8 +35,10 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "gc_cases.h"
 #include "loops.h"
 
 namespace {
@@ -172,6 +182,227 @@ void BM_safepoint(benchmark::State& state) {
   while (state.KeepRunningBatch(kBatch)) bench_safepoint(kBatch);
 }
 
+// ---- The collector ----------------------------------------------------------
+
+// Each case builds its garbage untimed and times exactly one rcgc_collect()
+// (manual time).  The runtime runs with defaults (a background collector
+// thread): automatic collections are off during a case, so none starts
+// while garbage is built, and the collection that rcgc_collect asks for
+// runs on the collector thread while this one waits.
+
+constexpr size_t kCollectObjects = 1000000;
+constexpr size_t kLiveGarbage = 100000;
+constexpr uint64_t kGraphSeed = 0x9e3779b97f4a7c15u;
+
+// For the length of a case: automatic collections off; before and after,
+// nothing left buffered and every released object's memory returned.
+class QuietCollector {
+ public:
+  QuietCollector() { Settle(); }
+  ~QuietCollector() {
+    Settle();
+    rcgc_enable();
+  }
+  static void Settle() {
+    rcgc_disable();
+    rcgc_collect();
+    rcgc_reclaim_wait();
+  }
+};
+
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+// build(&expected) makes garbage and says how many objects the collection
+// must reclaim (0 or an errno).
+template <typename Build>
+void TimeCollections(benchmark::State& state, Build build) {
+  size_t reclaimed = 0;
+  double seconds = 0;
+  std::vector<double> each;  // seconds per collection
+  for (auto _ : state) {
+    size_t expected = 0;
+    int error = build(&expected);
+    if (error != 0) {
+      SkipWithErrno(state, "building garbage", error);
+      break;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    size_t got = rcgc_collect();
+    double dt = Seconds(std::chrono::steady_clock::now() - t0);
+    state.SetIterationTime(dt);
+    rcgc_reclaim_wait();  // untimed: memory back before the next build
+    if (got != expected) {
+      std::string msg = "rcgc_collect reclaimed " + std::to_string(got) +
+                        " of " + std::to_string(expected) + " objects";
+      state.SkipWithError(msg.c_str());
+      break;
+    }
+    reclaimed += got;
+    seconds += dt;
+    each.push_back(dt);
+  }
+  if (seconds > 0 && !state.error_occurred()) {
+    // The median collection as well as the mean (the Time column): on a
+    // busy machine one preempted collection moves the mean.
+    std::sort(each.begin(), each.end());
+    size_t n = each.size();
+    double median = n % 2 ? each[n / 2] : (each[n / 2 - 1] + each[n / 2]) / 2;
+    state.counters["median_ms"] = median * 1e3;
+    state.counters["objs_per_s"] = static_cast<double>(reclaimed) / seconds;
+    state.counters["collected"] =
+        static_cast<double>(reclaimed) / static_cast<double>(state.iterations());
+  }
+}
+
+void BM_collect_pairs(benchmark::State& state) {
+  QuietCollector quiet;
+  TimeCollections(state, [](size_t* expected) {
+    *expected = kCollectObjects;
+    return bench_gc_pairs(kCollectObjects);
+  });
+}
+
+void BM_collect_ring(benchmark::State& state) {
+  QuietCollector quiet;
+  TimeCollections(state, [](size_t* expected) {
+    *expected = kCollectObjects;
+    return bench_gc_ring(kCollectObjects);
+  });
+}
+
+void BM_collect_graph(benchmark::State& state) {
+  QuietCollector quiet;
+  TimeCollections(state, [](size_t* expected) {
+    return bench_gc_graph(kCollectObjects, kGraphSeed, expected);
+  });
+}
+
+// 10^5 garbage objects in 2-cycles beside range(0) live objects (in
+// 2-cycles, built once per run and examined once, untimed, so they are no
+// candidates when the timed collections run).  The cost must follow the
+// candidates' subgraph, not the heap: /1000000 vs /0 <= 1.1, compared on
+// the median collection of each run (median_ms).
+void BM_livegarbage(benchmark::State& state) {
+  QuietCollector quiet;
+  size_t nlive = static_cast<size_t>(state.range(0));
+  void** live = nullptr;
+  if (nlive > 0) {
+    live = bench_gc_live_new(nlive);
+    if (live == nullptr) {
+      SkipWithErrno(state, "building live objects", errno);
+      return;
+    }
+    QuietCollector::Settle();
+  }
+  TimeCollections(state, [](size_t* expected) {
+    *expected = kLiveGarbage;
+    return bench_gc_pairs(kLiveGarbage);
+  });
+  bench_gc_live_free(live, nlive);
+}
+
+// Benchmarks Game binary-trees, one whole program run per iteration.  The
+// rcgc run ends with rcgc_reclaim_wait (timed), so both runs have returned
+// all their memory when the clock stops; CPU time is the process's, so it
+// includes the reclaimer thread.  Target: rcgc <= 1.2 x malloc.
+template <int (*Run)(int, uint64_t*)>
+void BinaryTrees(benchmark::State& state, bool reclaim) {
+  int depth = static_cast<int>(state.range(0));
+  uint64_t expected = bench_bintree_expected(depth);
+  for (auto _ : state) {
+    uint64_t checked = 0;
+    int error = Run(depth, &checked);
+    if (reclaim) rcgc_reclaim_wait();
+    if (error != 0) {
+      SkipWithErrno(state, "building a tree", error);
+      break;
+    }
+    if (checked != expected) {
+      std::string msg = "check " + std::to_string(checked) + ", expected " +
+                        std::to_string(expected);
+      state.SkipWithError(msg.c_str());
+      break;
+    }
+  }
+  state.counters["nodes"] = static_cast<double>(expected);
+}
+
+void BM_bintree(benchmark::State& state) {
+  BinaryTrees<bench_bintree_rcgc>(state, true);
+}
+
+void BM_bintree_malloc(benchmark::State& state) {
+  BinaryTrees<bench_bintree_malloc>(state, false);
+}
+
+// Mutators (one per spare core, 1 or 2) do counting work while the
+// collector works through a 10^6-node garbage graph.  Two measures of the
+// longest pause: the runtime's own (stats.pause_max_ns, the longest wait
+// of a mutator on the collector's lock; all-time, so stats_pause_new says
+// whether this case set it), and the longest single call seen by the
+// mutators (op_max_us; its kind is the label), and the longest in rounds
+// of ~600 calls that the scheduler did not interrupt (op_calm_max_us: on
+// a machine with fewer spare cores than busy threads, op_max_us is mostly
+// preemption).  gap_max_us, the longest stretch between two calls, is
+// preemption too: the loop does no other work between calls.
+// Time is the wall time of the rcgc_collect.
+void BM_pause(benchmark::State& state) {
+  QuietCollector quiet;
+  unsigned cpus = std::thread::hardware_concurrency();
+  int mutators = cpus >= 3 ? 2 : 1;
+  bench_pause_result worst{};
+  uint64_t ops = 0, over = 0, switches = 0, stats_before = UINT64_MAX,
+           stats_after = 0;
+  size_t collected = 0;
+  for (auto _ : state) {
+    bench_pause_result r;
+    int error = bench_pause_run(kCollectObjects, mutators, &r);
+    state.SetIterationTime(static_cast<double>(r.collect_ns) / 1e9);
+    QuietCollector::Settle();  // untimed: the mutators' leftovers
+    if (error != 0) {
+      SkipWithErrno(state, "pause run", error);
+      break;
+    }
+    if (r.op_max_ns >= worst.op_max_ns) {
+      worst.op_max_ns = r.op_max_ns;
+      worst.op_max_kind = r.op_max_kind;
+    }
+    if (r.calm_max_ns >= worst.calm_max_ns) {
+      worst.calm_max_ns = r.calm_max_ns;
+      worst.calm_max_kind = r.calm_max_kind;
+      worst.calm_max_slept = r.calm_max_slept;
+    }
+    worst.gap_max_ns = std::max(worst.gap_max_ns, r.gap_max_ns);
+    worst.op_p9999_ns = std::max(worst.op_p9999_ns, r.op_p9999_ns);
+    stats_before = std::min(stats_before, r.stats_pause_before);
+    stats_after = std::max(stats_after, r.stats_pause_after);
+    ops += r.ops;
+    over += r.ops_over_100us;
+    switches += r.invol_switches;
+    collected += r.collected;
+  }
+  if (state.error_occurred() || state.iterations() == 0) return;
+  double iters = static_cast<double>(state.iterations());
+  state.counters["mutators"] = mutators;
+  state.counters["op_max_us"] = static_cast<double>(worst.op_max_ns) / 1e3;
+  state.counters["op_calm_max_us"] =
+      static_cast<double>(worst.calm_max_ns) / 1e3;
+  state.counters["op_p9999_us"] = static_cast<double>(worst.op_p9999_ns) / 1e3;
+  state.counters["ops_over_100us"] = static_cast<double>(over);
+  state.counters["gap_max_us"] = static_cast<double>(worst.gap_max_ns) / 1e3;
+  state.counters["stats_pause_us"] = static_cast<double>(stats_after) / 1e3;
+  state.counters["stats_pause_new"] = stats_after > stats_before ? 1 : 0;
+  state.counters["invol_cs"] = static_cast<double>(switches) / iters;
+  state.counters["ops"] = static_cast<double>(ops) / iters;
+  state.counters["collected"] = static_cast<double>(collected) / iters;
+  state.SetLabel(std::string("longest call: ") +
+                 bench_op_name(worst.op_max_kind) + "; not preempted: " +
+                 bench_op_name(worst.calm_max_kind) +
+                 (worst.calm_max_slept ? " (slept)" : ""));
+}
+
 BENCHMARK(BM_pair_nonatomic);
 BENCHMARK(BM_pair_atomic);
 BENCHMARK(BM_pair_atomic_cas);
@@ -182,12 +413,29 @@ BENCHMARK(BM_new_decref);
 BENCHMARK(BM_malloc_free);
 BENCHMARK(BM_ref_load);
 BENCHMARK(BM_safepoint);
+BENCHMARK(BM_collect_pairs)->UseManualTime()->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_collect_ring)->UseManualTime()->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_collect_graph)->UseManualTime()->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_livegarbage)->Arg(0)->Arg(1000000)->UseManualTime()
+    ->Iterations(25)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_bintree)->Arg(18)->Iterations(1)->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_bintree_malloc)->Arg(18)->Iterations(1)->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_pause)->UseManualTime()->Iterations(2)
+    ->Unit(benchmark::kMillisecond);
 
 // ---- Reporting ----------------------------------------------------------------
 
-// Forwards everything to the display reporter and keeps, per case, the
-// real time per iteration in ns: the "median" aggregate when there is one,
-// else the median of the iteration runs seen.
+// Forwards everything to the display reporter and keeps, per case (named
+// by function and arguments, e.g. "BM_pair_owner_shift/16", without the
+// "/iterations:3/manual_time" suffixes), the real and CPU time per
+// iteration in ns and the user counters: the "median" aggregate when there
+// is one, else the median of the iteration runs seen; and, for pauses, the
+// largest value over the runs.
 class RatioReporter : public benchmark::BenchmarkReporter {
  public:
   explicit RatioReporter(std::unique_ptr<benchmark::BenchmarkReporter> inner)
@@ -201,18 +449,22 @@ class RatioReporter : public benchmark::BenchmarkReporter {
     inner_->ReportRuns(runs);
     for (const Run& run : runs) {
       if (run.error_occurred) continue;
-      Case& c = cases_[run.run_name.str()];  // e.g. "BM_pair_owner_shift/16"
+      std::string name = run.run_name.function_name;
+      if (!run.run_name.args.empty()) name += "/" + run.run_name.args;
+      Case& c = cases_[name];
       double to_ns = 1e9 / benchmark::GetTimeUnitMultiplier(run.time_unit);
-      Time t = {run.GetAdjustedRealTime() * to_ns,
+      Sample s;
+      s.time = {run.GetAdjustedRealTime() * to_ns,
                 run.GetAdjustedCPUTime() * to_ns};
+      for (const auto& kv : run.counters) s.counters[kv.first] = kv.second.value;
       c.repetitions = std::max<int64_t>(c.repetitions, run.repetitions);
       if (run.run_type == Run::RT_Aggregate) {
         if (run.aggregate_name == "median") {
-          c.median = t;
+          c.median = s;
           c.has_median = true;
         }
       } else {
-        c.samples.push_back(t);
+        c.samples.push_back(s);
       }
     }
   }
@@ -227,30 +479,67 @@ class RatioReporter : public benchmark::BenchmarkReporter {
   // Per-iteration times of a case into *t, and the number of repetitions
   // they summarize (0: the case did not run, or failed).
   int64_t Get(const std::string& name, Time* t) const {
-    auto it = cases_.find(name);
-    if (it == cases_.end()) return 0;
-    const Case& c = it->second;
-    if (c.has_median) {
-      *t = c.median;
+    const Case* c = Find(name);
+    if (c == nullptr) return 0;
+    if (c->has_median) {
+      *t = c->median.time;
     } else {
-      if (c.samples.empty()) return 0;
-      t->real_ns = Median(c.samples, &Time::real_ns);
-      t->cpu_ns = Median(c.samples, &Time::cpu_ns);
+      t->real_ns = Median(c->samples, [](const Sample& s) { return s.time.real_ns; });
+      t->cpu_ns = Median(c->samples, [](const Sample& s) { return s.time.cpu_ns; });
     }
-    return std::max<int64_t>(c.repetitions, 1);
+    return std::max<int64_t>(c->repetitions, 1);
+  }
+
+  // A user counter of a case: its median (worst = false) or its largest
+  // value over the runs (worst = true).  Returns the number of runs it
+  // summarizes, 0 if none reported it.
+  int64_t GetCounter(const std::string& name, const std::string& counter,
+                     bool worst, double* v) const {
+    const Case* c = Find(name);
+    if (c == nullptr) return 0;
+    std::vector<Sample> with;
+    for (const Sample& s : c->samples)
+      if (s.counters.count(counter)) with.push_back(s);
+    auto value = [&counter](const Sample& s) { return s.counters.at(counter); };
+    if (worst && !with.empty()) {
+      *v = value(*std::max_element(with.begin(), with.end(),
+                                   [&value](const Sample& a, const Sample& b) {
+                                     return value(a) < value(b);
+                                   }));
+      return static_cast<int64_t>(with.size());
+    }
+    if (c->has_median && c->median.counters.count(counter)) {
+      *v = value(c->median);
+      return std::max<int64_t>(c->repetitions, 1);
+    }
+    if (with.empty()) return 0;
+    *v = Median(with, value);
+    return static_cast<int64_t>(with.size());
   }
 
  private:
+  struct Sample {
+    Time time = {0, 0};
+    std::map<std::string, double> counters;
+  };
   struct Case {
-    std::vector<Time> samples;  // iteration runs
-    Time median = {0, 0};       // the "median" aggregate, if any
+    std::vector<Sample> samples;  // iteration runs
+    Sample median;                // the "median" aggregate, if any
     bool has_median = false;
     int64_t repetitions = 0;
   };
 
-  static double Median(const std::vector<Time>& samples, double Time::*field) {
+  const Case* Find(const std::string& name) const {
+    auto it = cases_.find(name);
+    if (it == cases_.end()) return nullptr;
+    if (!it->second.has_median && it->second.samples.empty()) return nullptr;
+    return &it->second;
+  }
+
+  template <typename Field>
+  static double Median(const std::vector<Sample>& samples, Field field) {
     std::vector<double> v;
-    for (const Time& t : samples) v.push_back(t.*field);
+    for (const Sample& s : samples) v.push_back(field(s));
     std::sort(v.begin(), v.end());
     size_t n = v.size();
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
@@ -266,13 +555,62 @@ struct Ratio {
   const char* den;
   bool at_most;  // target: num/den <= limit, else num/den >= limit
   double limit;
+  bool cpu;      // whether the CPU-time ratio means anything (not with
+                 // manual time: the CPU clock also ran while building)
+  const char* counter = nullptr;  // compare this counter, not the times
 };
 
 const Ratio kRatios[] = {
-    {"owner/nonatomic", "BM_pair_owner", "BM_pair_nonatomic", true, 1.5},
-    {"atomic/owner", "BM_pair_atomic", "BM_pair_owner", false, 3.0},
-    {"shared/atomic", "BM_pair_shared", "BM_pair_atomic", true, 1.2},
+    {"owner/nonatomic", "BM_pair_owner", "BM_pair_nonatomic", true, 1.5, true},
+    {"atomic/owner", "BM_pair_atomic", "BM_pair_owner", false, 3.0, true},
+    {"shared/atomic", "BM_pair_shared", "BM_pair_atomic", true, 1.2, true},
+    {"livegarbage 1e6/0", "BM_livegarbage/1000000", "BM_livegarbage/0", true,
+     1.1, false, "median_ms"},
+    {"bintree rcgc/malloc", "BM_bintree/18", "BM_bintree_malloc/18", true, 1.2,
+     true},
 };
+
+// Collector targets on a counter of one case.
+struct Target {
+  const char* label;
+  const char* name;
+  const char* counter;
+  bool worst;    // the largest value over the runs, not the median
+  bool at_most;  // target: value <= limit, else value >= limit
+  double limit;
+  double scale;  // shown as value / scale
+  const char* unit;
+  bool judged;   // false: shown for information, no verdict
+};
+
+const Target kTargets[] = {
+    {"pairs reclaimed/s", "BM_collect_pairs", "objs_per_s", false, false,
+     76e6, 1e6, "M/s", true},
+    {"ring reclaimed/s", "BM_collect_ring", "objs_per_s", false, false, 48e6,
+     1e6, "M/s", true},
+    {"graph reclaimed/s", "BM_collect_graph", "objs_per_s", false, false, 7.4e6,
+     1e6, "M/s", true},
+    {"pause: stats.pause_max", "BM_pause", "stats_pause_us", true, true, 100, 1,
+     "us", true},
+    {"pause: call, not preempted", "BM_pause", "op_calm_max_us", true, true,
+     100, 1, "us", true},
+    {"pause: call, any", "BM_pause", "op_max_us", true, true, 100, 1, "us",
+     false},
+};
+
+// A time in ns, with a unit that keeps it short ("1.164 ns", "14.51 ms").
+std::string FormatNs(double ns) {
+  static const char* const units[] = {"ns", "us", "ms", "s"};
+  int u = 0;
+  while (u < 3 && ns >= 1000) {
+    ns /= 1000;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f %s", ns < 10 ? 3 : ns < 100 ? 2 : 1, ns,
+                units[u]);
+  return buf;
+}
 
 // Returns the number of targets missed.  The verdict is on real time; the
 // CPU-time ratio is shown beside it, as a hint when the machine is busy
@@ -281,29 +619,38 @@ int PrintRatios(const RatioReporter& rep, FILE* out) {
   int missed = 0;
   int64_t repetitions = 0;
   std::fprintf(out, "\nratios (real time per iteration, this run):\n");
-  std::fprintf(out, "  %-16s %10s %10s %8s %8s  %-8s %s\n", "ratio", "num ns",
-               "den ns", "real", "(cpu)", "target", "verdict");
+  std::fprintf(out, "  %-20s %12s %12s %8s %8s  %-8s %s\n", "ratio", "num",
+               "den", "real", "(cpu)", "target", "verdict");
   for (const Ratio& r : kRatios) {
     RatioReporter::Time num = {0, 0}, den = {0, 0};
     int64_t num_reps = rep.Get(r.num, &num);
     int64_t den_reps = rep.Get(r.den, &den);
+    if (r.counter != nullptr) {  // a time in ms, as a counter
+      double a = 0, b = 0;
+      num_reps = num_reps ? rep.GetCounter(r.num, r.counter, false, &a) : 0;
+      den_reps = den_reps ? rep.GetCounter(r.den, r.counter, false, &b) : 0;
+      num = {a * 1e6, a * 1e6};
+      den = {b * 1e6, b * 1e6};
+    }
     repetitions = std::max(repetitions, std::max(num_reps, den_reps));
     char target[32];
     std::snprintf(target, sizeof target, "%s %.1f", r.at_most ? "<=" : ">=",
                   r.limit);
     if (num_reps == 0 || den_reps == 0 || !(den.real_ns > 0) ||
         !(den.cpu_ns > 0)) {
-      std::fprintf(out, "  %-16s %10s %10s %8s %8s  %-8s %s\n", r.label, "-",
+      std::fprintf(out, "  %-20s %12s %12s %8s %8s  %-8s %s\n", r.label, "-",
                    "-", "-", "-", target, "n/a (not run)");
       continue;
     }
     double value = num.real_ns / den.real_ns;
-    double cpu_value = num.cpu_ns / den.cpu_ns;
+    char cpu[32] = "-";
+    if (r.cpu)
+      std::snprintf(cpu, sizeof cpu, "%.2f", num.cpu_ns / den.cpu_ns);
     bool pass = r.at_most ? value <= r.limit : value >= r.limit;
     missed += !pass;
-    std::fprintf(out, "  %-16s %10.3f %10.3f %8.2f %8.2f  %-8s %s\n", r.label,
-                 num.real_ns, den.real_ns, value, cpu_value, target,
-                 pass ? "PASS" : "FAIL");
+    std::fprintf(out, "  %-20s %12s %12s %8.2f %8s  %-8s %s\n", r.label,
+                 FormatNs(num.real_ns).c_str(), FormatNs(den.real_ns).c_str(),
+                 value, cpu, target, pass ? "PASS" : "FAIL");
   }
   // The same ratio for the owner loop at each placement.
   RatioReporter::Time nonatomic = {0, 0};
@@ -323,6 +670,39 @@ int PrintRatios(const RatioReporter& rep, FILE* out) {
       std::fprintf(out, "  owner/nonatomic over %d loop placements "
                    "(BM_pair_owner_shift): %.2f .. %.2f\n", found, lo, hi);
   }
+
+  std::fprintf(out, "\ncollector (this run; pauses: the worst run, or the "
+               "median when only aggregates were reported):\n");
+  std::fprintf(out, "  %-26s %12s %-5s %-12s %s\n", "measure", "value", "",
+               "target", "verdict");
+  for (const Target& t : kTargets) {
+    double v = 0;
+    int64_t runs = rep.GetCounter(t.name, t.counter, t.worst, &v);
+    repetitions = std::max(repetitions, runs);
+    char target[32];
+    std::snprintf(target, sizeof target, "%s %g", t.at_most ? "<=" : ">=",
+                  t.limit / t.scale);
+    if (runs == 0) {
+      std::fprintf(out, "  %-26s %12s %-5s %-12s %s\n", t.label, "-", t.unit,
+                   target, "n/a (not run)");
+      continue;
+    }
+    bool pass = t.at_most ? v <= t.limit : v >= t.limit;
+    if (t.judged) missed += !pass;
+    std::fprintf(out, "  %-26s %12.2f %-5s %-12s %s\n", t.label, v / t.scale,
+                 t.unit, target,
+                 !t.judged ? "(info: includes preemption)"
+                           : pass ? "PASS" : "FAIL");
+  }
+  double gap = 0, fresh = 0;
+  if (rep.GetCounter("BM_pause", "gap_max_us", true, &gap))
+    std::fprintf(out, "  (longest gap between two mutator calls, i.e. "
+                 "preemption: %.0f us)\n", gap);
+  if (rep.GetCounter("BM_pause", "stats_pause_new", true, &fresh) &&
+      fresh < 1)
+    std::fprintf(out, "  (stats.pause_max is all-time and was not raised "
+                 "during BM_pause: an earlier case set it)\n");
+
   if (repetitions > 1)
     std::fprintf(out, "  (medians of %lld repetitions)\n",
                  static_cast<long long>(repetitions));

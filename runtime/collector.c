@@ -128,6 +128,36 @@ void rcgc__registry_insert(rcgc__header *h, uintptr_t tid)
     pthread_mutex_unlock(&sh->lock);
 }
 
+/* Unlinks many objects, keeping a shard's lock across runs of objects of
+   that shard (objects made by one thread share one), for at most
+   BATCH_HOLD unlinks, so an allocating thread never waits long. */
+#define BATCH_HOLD 256
+
+static void registry_remove_batch(rcgc__header **hs, size_t n)
+{
+    struct shard *held = NULL;
+    size_t run = 0;
+
+    for (size_t k = 0; k < n; k++) {
+        rcgc__gclink *g = rcgc__gclink_of(hs[k]);
+        struct shard *sh = &shards[g->shard];
+
+        if (sh != held || ++run == BATCH_HOLD) {
+            if (held != NULL)
+                pthread_mutex_unlock(&held->lock);
+            held = sh;
+            run = 0;
+            pthread_mutex_lock(&held->lock);
+        }
+        g->prev->next = g->next;
+        g->next->prev = g->prev;
+        if (rcgc__u32_load_relaxed(&hs[k]->gc_bits) & RCGC__GC_FROZEN)
+            rcgc__u64_fetch_add_relaxed(&rcgc__freeze_count, (uint64_t)-1);
+    }
+    if (held != NULL)
+        pthread_mutex_unlock(&held->lock);
+}
+
 void rcgc__registry_remove(rcgc__header *h)
 {
     rcgc__gclink *g = rcgc__gclink_of(h);
@@ -706,6 +736,7 @@ static void examine(collection *c)
             rcgc__sword_fetch_and_relaxed(&m->h->ref_shared, ~RCGC__SHARED_DYING);
         }
     }
+    bool finalized = false;
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
         const rcgc_type *type = m->h->type;
@@ -714,8 +745,10 @@ static void examine(collection *c)
              RCGC__GC_FINALIZED))
             continue;
         type->finalize(rcgc__body(m->h));
+        finalized = true;
     }
-    for (size_t i = 0; i < n; i++) {
+    /* Only a finalizer can touch garbage: no finalizer, no re-check. */
+    for (size_t i = 0; finalized && i < n; i++) {
         member *m = member_at(c, i);
         if (m->fate == FATE_FREED &&
             rcgc__sword_load_acquire(&m->h->ref_shared) != (m->shared | RCGC__SHARED_DYING)) {
@@ -742,14 +775,27 @@ static void examine(collection *c)
         r.comp = find(c, i);
         m->h->type->traverse(rcgc__body(m->h), release_visit, &r);
     }
+    c->extra.n = 0;
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
         if (m->fate != FATE_FREED)
             continue;
-        rcgc__gclink_of(m->h)->index = 0;
-        rcgc__dispose(c->th, m->h);
+        if (!vec_reserve(&c->extra, 1)) {
+            rcgc__gclink_of(m->h)->index = 0;       /* no room to batch */
+            rcgc__dispose(c->th, m->h);
+            c->collected++;
+            continue;
+        }
+        VEC_AT(&c->extra, rcgc__header *, c->extra.n++) = m->h;
+    }
+    registry_remove_batch(&VEC_AT(&c->extra, rcgc__header *, 0), c->extra.n);
+    for (size_t k = 0; k < c->extra.n; k++) {
+        rcgc__header *h = VEC_AT(&c->extra, rcgc__header *, k);
+        rcgc__gclink_of(h)->index = 0;
+        rcgc__dispose_unlinked(c->th, h);
         c->collected++;
     }
+    c->extra.n = 0;
 }
 
 /* Step 8 and the bookkeeping, for every member not freed. */

@@ -21,9 +21,13 @@
  * periods: memory of released published objects then waits (it is not
  * lost), and rcgc_reclaim_wait() waits with it.
  *
- * Reclamation: threads batch dead published objects (object.c) and hand
- * the batches here; one reclaimer thread takes everything pending, waits
- * one grace period and frees it all.  Mutators never call synchronize_rcu
+ * Reclamation: threads batch dead published objects (object.c) and seal
+ * each batch with the number of a grace period that begins after it; one
+ * reclaimer thread runs grace periods on demand, and the thread frees its
+ * own batches once their grace period is over (same-thread frees keep
+ * malloc's per-thread caches warm).  A thread that blocks or detaches
+ * hands its batches here instead, and the reclaimer frees them after a
+ * grace period.  Mutators never call synchronize_rcu
  * (it would wait for every other thread's safepoint while the caller may
  * hold a user lock they need).  No call_rcu, so no helper thread of
  * liburcu's and no suppression is needed for it.
@@ -64,6 +68,9 @@ static struct {
     rcgc__header   *pending;       /* dead published objects, linked by link */
     uint64_t        handed;        /* hand-offs so far */
     uint64_t        reclaimed;     /* hand-offs whose memory is freed */
+    uint64_t        gp_started;    /* grace periods begun */
+    uint64_t        gp_wanted;     /* the highest one a thread waits for */
+    rcgc__u64       gp_completed;  /* store_release by the reclaimer */
     bool            sleeping;
     bool            stop;
     pthread_t       thread;
@@ -90,16 +97,20 @@ static void *reclaimer_main(void *arg)
         rcgc__header *list;
         uint64_t upto;
 
-        while (reclaimer.pending == NULL && !reclaimer.stop) {
+        uint64_t gp;
+
+        while (reclaimer.pending == NULL && !reclaimer.stop &&
+               reclaimer.gp_wanted <= reclaimer.gp_started) {
             reclaimer.sleeping = true;
             pthread_cond_wait(&reclaimer.work, &reclaimer.lock);
             reclaimer.sleeping = false;
         }
-        if (reclaimer.pending == NULL)
+        if (reclaimer.pending == NULL && reclaimer.gp_wanted <= reclaimer.gp_started)
             break;                      /* stop, and nothing left */
         list = reclaimer.pending;
         reclaimer.pending = NULL;
         upto = reclaimer.handed;
+        gp = ++reclaimer.gp_started;
         pthread_mutex_unlock(&reclaimer.lock);
 
         /* This thread is not registered: synchronize_rcu waits for every
@@ -107,6 +118,9 @@ static void *reclaimer_main(void *arg)
         urcu_qsbr_synchronize_rcu();
         tsan_grace_over();
         free_list(list);
+        /* Release: pairs with rcgc__epoch_gp_completed(); a thread that
+           sees gp done frees its own batches sealed before it began. */
+        rcgc__u64_store_release(&reclaimer.gp_completed, gp);
 
         pthread_mutex_lock(&reclaimer.lock);
         reclaimer.reclaimed = upto;
@@ -157,6 +171,25 @@ void rcgc__epoch_offline(void)
 void rcgc__epoch_online(void)
 {
     urcu_qsbr_thread_online();
+}
+
+uint64_t rcgc__epoch_gp_request(void)
+{
+    uint64_t gp;
+
+    pthread_mutex_lock(&reclaimer.lock);
+    gp = reclaimer.gp_started + 1;      /* one that has not begun yet */
+    if (gp > reclaimer.gp_wanted)
+        reclaimer.gp_wanted = gp;
+    if (reclaimer.sleeping)
+        pthread_cond_signal(&reclaimer.work);
+    pthread_mutex_unlock(&reclaimer.lock);
+    return gp;
+}
+
+uint64_t rcgc__epoch_gp_completed(void)
+{
+    return rcgc__u64_load_acquire(&reclaimer.gp_completed);
 }
 
 void rcgc__epoch_defer(rcgc__header *list, size_t count)

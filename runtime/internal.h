@@ -74,6 +74,15 @@ static inline bool rcgc__is_tracked_type(const rcgc_type *type)
     return type->traverse != NULL && !(type->flags & RCGC_TYPE_ACYCLIC);
 }
 
+/* A batch of dead published objects waiting for grace period `gp`, freed
+   by the thread that released them (same-thread frees keep malloc's
+   per-thread caches warm). */
+typedef struct rcgc__sealed {
+    struct rcgc__sealed *next;
+    rcgc__header        *list;
+    uint64_t             gp;
+} rcgc__sealed;
+
 /* A chunk of candidate roots, filled by one thread, handed to the collector. */
 typedef struct rcgc__roots {
     struct rcgc__roots *next;
@@ -92,8 +101,10 @@ typedef struct rcgc__thread {
     rcgc__header *release_list;     /* objects at zero awaiting finalize/teardown */
     bool          releasing;        /* a release loop is running on this thread */
     bool          in_blocking;      /* between rcgc_blocking_begin and _end */
-    rcgc__header *reclaim_list;     /* dead, published: waiting for a grace period */
+    rcgc__header *reclaim_list;     /* dead, published: the open batch */
     size_t        reclaim_count;
+    rcgc__sealed *sealed_head;      /* sealed batches, oldest first */
+    rcgc__sealed *sealed_tail;
     rcgc__u64     allocated;        /* store_release by this thread, load_acquire by stats */
     rcgc__u64     freed;
     bool          no_buffer;        /* collector unpinning: decrements buffer nothing */
@@ -156,13 +167,15 @@ bool     rcgc__try_incref(rcgc__header *h);
 /* ---- object.c ---------------------------------------------------------- */
 void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, tear down */
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, free */
+void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out of the registry */
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
 void rcgc__mark_published(rcgc__header *h);
 
 /* ---- thread.c ---------------------------------------------------------- */
 void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid);
 void rcgc__merge_queue_drain(rcgc__thread *th);
-void rcgc__reclaim_flush(rcgc__thread *th);
+void rcgc__reclaim_flush(rcgc__thread *th);    /* hand every batch to the reclaimer */
+void rcgc__reclaim_seal(rcgc__thread *th);     /* seal the open batch; free what is due */
 
 /* ---- epoch.c (the only file that includes liburcu) --------------------- */
 int  rcgc__epoch_start(void);
@@ -175,6 +188,8 @@ void rcgc__epoch_online(void);
 void rcgc__epoch_defer(rcgc__header *list, size_t count);
 void rcgc__epoch_wait_reclaimed(void);
 void rcgc__epoch_synchronize(void);         /* a grace period, from an attached thread */
+uint64_t rcgc__epoch_gp_request(void);      /* a grace period that starts from now */
+uint64_t rcgc__epoch_gp_completed(void);
 
 /* ---- debug.c ----------------------------------------------------------- */
 _Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj);

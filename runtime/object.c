@@ -110,8 +110,13 @@ void rcgc__mark_published(rcgc__header *h)
 
 static void release_slot(rcgc_ref *slot, void *ctx)
 {
-    void *child = rcgc__slot_exchange_acq_rel(slot, NULL);
+    /* The object is dead: no other thread reaches its slots any more (the
+       collector only reads the slots of objects it holds), so a plain
+       atomic read and clear will do; acquire pairs with the store that
+       put the child here. */
+    void *child = rcgc__slot_load_acquire(slot);
 
+    rcgc__slot_store_relaxed(slot, NULL);
     (void)ctx;
     rcgc_decref(child);      /* at zero: pushed on our release list */
 }
@@ -148,17 +153,25 @@ static bool finalize(rcgc__header *h)
    PITFALLS 14). */
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h)
 {
+    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
+        rcgc__registry_remove(h);
+    rcgc__dispose_unlinked(th, h);
+}
+
+/* rcgc__dispose for an object already out of the registry. */
+void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h)
+{
     uint32_t bits;
 
     rcgc__counter_bump(&th->freed);
-    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
-        rcgc__registry_remove(h);
     if (RCGC_DEBUG)
         rcgc__poison(h);
     /* acq_rel: pairs with the collector's fetch_and of BUFFERED; exactly
-       one of the two sees the other's bit and frees. */
-    bits = rcgc__u32_fetch_or_acq_rel(&h->gc_bits, RCGC__GC_ZOMBIE);
-    if (bits & RCGC__GC_BUFFERED)
+       one of the two sees the other's bit and frees.  Only tracked objects
+       are ever buffered. */
+    bits = rcgc__u32_load_relaxed(&h->gc_bits);
+    if ((bits & RCGC__GC_TRACKED) &&
+        (rcgc__u32_fetch_or_acq_rel(&h->gc_bits, RCGC__GC_ZOMBIE) & RCGC__GC_BUFFERED))
         return;
     rcgc__free_memory(th, h);
 }
@@ -172,7 +185,7 @@ void rcgc__free_memory(rcgc__thread *th, rcgc__header *h)
     h->link = th->reclaim_list;
     th->reclaim_list = h;
     if (++th->reclaim_count >= RCGC__RECLAIM_BATCH)
-        rcgc__reclaim_flush(th);
+        rcgc__reclaim_seal(th);
 }
 
 void rcgc__release(rcgc__header *h)

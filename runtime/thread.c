@@ -229,8 +229,62 @@ void rcgc__merge_queue_drain(rcgc__thread *th)
     }
 }
 
+/* Frees the sealed batches whose grace period is over, on this thread. */
+static void reclaim_poll(rcgc__thread *th)
+{
+    uint64_t done = rcgc__epoch_gp_completed();
+
+    while (th->sealed_head != NULL && th->sealed_head->gp <= done) {
+        rcgc__sealed *s = th->sealed_head;
+        rcgc__header *h = s->list;
+
+        th->sealed_head = s->next;
+        if (th->sealed_head == NULL)
+            th->sealed_tail = NULL;
+        while (h != NULL) {
+            rcgc__header *next = h->link;
+            rcgc__quarantine(h);
+            h = next;
+        }
+        free(s);
+    }
+}
+
+void rcgc__reclaim_seal(rcgc__thread *th)
+{
+    rcgc__sealed *s;
+
+    if (th->reclaim_count != 0) {
+        s = malloc(sizeof(*s));
+        if (s == NULL) {
+            rcgc__reclaim_flush(th);        /* the reclaimer frees them instead */
+            return;
+        }
+        s->next = NULL;
+        s->list = th->reclaim_list;
+        s->gp = rcgc__epoch_gp_request();
+        if (th->sealed_tail != NULL)
+            th->sealed_tail->next = s;
+        else
+            th->sealed_head = s;
+        th->sealed_tail = s;
+        th->reclaim_list = NULL;
+        th->reclaim_count = 0;
+    }
+    reclaim_poll(th);
+}
+
 void rcgc__reclaim_flush(rcgc__thread *th)
 {
+    reclaim_poll(th);
+    while (th->sealed_head != NULL) {
+        rcgc__sealed *s = th->sealed_head;
+
+        th->sealed_head = s->next;
+        rcgc__epoch_defer(s->list, 0);      /* after a later grace period: safe */
+        free(s);
+    }
+    th->sealed_tail = NULL;
     if (th->reclaim_count == 0)
         return;
     rcgc__epoch_defer(th->reclaim_list, th->reclaim_count);
@@ -249,7 +303,7 @@ void rcgc_safepoint(void)
     rcgc_assert(!th->in_blocking, "rcgc_safepoint", "called inside a blocking region", NULL);
     rcgc__merge_queue_drain(th);
     rcgc__roots_flush(th);
-    rcgc__reclaim_flush(th);
+    rcgc__reclaim_seal(th);
     rcgc__epoch_quiescent();
 }
 
