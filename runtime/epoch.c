@@ -18,10 +18,10 @@
  * thread announces quiescent states at rcgc_safepoint(), goes offline in
  * rcgc_blocking_begin() and unregisters at detach.  A thread that stays
  * attached and online without ever reaching a safepoint stalls grace
- * periods: memory of released published objects then waits (it is not
+ * periods: memory of released unlinked objects then waits (it is not
  * lost), and rcgc_reclaim_wait() waits with it.
  *
- * Reclamation: threads batch dead published objects (object.c) and seal
+ * Reclamation: threads batch dead unlinked objects (object.c) and seal
  * each batch with the number of a grace period that begins after it; one
  * reclaimer thread runs grace periods on demand, and the thread frees its
  * own batches once their grace period is over (same-thread frees keep
@@ -38,6 +38,8 @@
  * it after each grace period, so every access made before a quiescent
  * state happens-before the frees that follow the grace period.
  */
+#define _POSIX_C_SOURCE 200809L
+#include <time.h>
 #include <urcu/urcu-qsbr.h>
 
 #include "internal.h"
@@ -61,11 +63,15 @@ static char tsan_grace_token;
 #define tsan_grace_over() ((void)0)
 #endif
 
+/* The shortest time between two grace periods run for threads' own
+   batches (hand-offs are served at once). */
+#define GP_PACING_US 200
+
 static struct {
     pthread_mutex_t lock;          /* protects everything below */
     pthread_cond_t  work;          /* signalled when pending grows or stop */
     pthread_cond_t  done;          /* broadcast when a batch is reclaimed */
-    rcgc__header   *pending;       /* dead published objects, linked by link */
+    rcgc__header   *pending;       /* dead unlinked objects, linked by link */
     uint64_t        handed;        /* hand-offs so far */
     uint64_t        reclaimed;     /* hand-offs whose memory is freed */
     uint64_t        gp_started;    /* grace periods begun */
@@ -95,10 +101,24 @@ static void *reclaimer_main(void *arg)
     pthread_mutex_lock(&reclaimer.lock);
     for (;;) {
         rcgc__header *list;
-        uint64_t upto;
+        uint64_t upto, gp;
 
-        uint64_t gp;
+        if (reclaimer.pending == NULL && !reclaimer.stop &&
+            reclaimer.gp_wanted > reclaimer.gp_started) {
+            /* Threads want another grace period for their own batches:
+               pace them (GP_PACING_US), so that a thread sealing batches
+               fast gets one grace period for many, and nobody wakes us
+               meanwhile (we are not "sleeping"). */
+            struct timespec until;
 
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += GP_PACING_US * 1000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&reclaimer.work, &reclaimer.lock, &until);
+        }
         while (reclaimer.pending == NULL && !reclaimer.stop &&
                reclaimer.gp_wanted <= reclaimer.gp_started) {
             reclaimer.sleeping = true;

@@ -23,7 +23,9 @@
 #endif
 
 /* Dead objects a thread collects before handing them to the reclaimer. */
-#define RCGC__RECLAIM_BATCH (RCGC_TEST_HARD ? 1 : 256)
+#define RCGC__RECLAIM_BATCH (RCGC_TEST_HARD ? 1 : 1024)
+/* ... and the smallest open batch a safepoint seals. */
+#define RCGC__RECLAIM_SEAL_AT (RCGC_TEST_HARD ? 1 : 128)
 
 /* Candidate roots a thread collects before handing them to the collector. */
 #define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1024)
@@ -32,7 +34,8 @@
 
 /* gc_bits: low 16 bits are flags, high 16 bits the magic.  TRACKED and
    BUFFERED are in <rcgc/biased.h> (bits 2, 3). */
-#define RCGC__GC_PUBLISHED   (1u << 0)  /* stored in a slot at least once */
+#define RCGC__GC_UNLINKED    (1u << 0)  /* overwritten out of a slot at least once:
+                                           its memory waits for a grace period */
 #define RCGC__GC_FINALIZED   (1u << 1)  /* finalize has run */
 #define RCGC__GC_FROZEN      (1u << 4)  /* rcgc_freeze(): collections ignore it */
 #define RCGC__GC_ZOMBIE      (1u << 5)  /* released while BUFFERED: the buffer's
@@ -74,7 +77,7 @@ static inline bool rcgc__is_tracked_type(const rcgc_type *type)
     return type->traverse != NULL && !(type->flags & RCGC_TYPE_ACYCLIC);
 }
 
-/* A batch of dead published objects waiting for grace period `gp`, freed
+/* A batch of dead unlinked objects waiting for grace period `gp`, freed
    by the thread that released them (same-thread frees keep malloc's
    per-thread caches warm). */
 typedef struct rcgc__sealed {
@@ -101,7 +104,7 @@ typedef struct rcgc__thread {
     rcgc__header *release_list;     /* objects at zero awaiting finalize/teardown */
     bool          releasing;        /* a release loop is running on this thread */
     bool          in_blocking;      /* between rcgc_blocking_begin and _end */
-    rcgc__header *reclaim_list;     /* dead, published: the open batch */
+    rcgc__header *reclaim_list;     /* dead, unlinked: the open batch */
     size_t        reclaim_count;
     rcgc__sealed *sealed_head;      /* sealed batches, oldest first */
     rcgc__sealed *sealed_tail;
@@ -169,13 +172,14 @@ void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, te
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, free */
 void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out of the registry */
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
-void rcgc__mark_published(rcgc__header *h);
+void rcgc__mark_unlinked(void *obj);
 
 /* ---- thread.c ---------------------------------------------------------- */
 void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid);
 void rcgc__merge_queue_drain(rcgc__thread *th);
 void rcgc__reclaim_flush(rcgc__thread *th);    /* hand every batch to the reclaimer */
 void rcgc__reclaim_seal(rcgc__thread *th);     /* seal the open batch; free what is due */
+void rcgc__reclaim_poll(rcgc__thread *th);     /* free what is due */
 
 /* ---- epoch.c (the only file that includes liburcu) --------------------- */
 int  rcgc__epoch_start(void);

@@ -15,12 +15,18 @@
  * teardown stops there and the next time the count reaches zero the
  * finalizer does not run again.
  *
- * Memory: an object that was never stored in a slot (no PUBLISHED bit) can
- * be reached by no other thread's rcgc_ref_load, so its memory goes back at
- * once.  A published object may still be read by a thread that loaded its
- * pointer from a slot before the last reference went: it waits on this
- * thread's reclaim list, handed to the reclaimer in batches of
- * RCGC__RECLAIM_BATCH, and is freed after a grace period (epoch.c).
+ * Memory: a thread inside rcgc_ref_load may have read an object's pointer
+ * from a slot and not yet incremented it.  That load holds a reference to
+ * the slot's container (or the slot is a global), so the container is
+ * alive; the object can lose that slot's reference only by an overwrite
+ * (rcgc_ref_store, _exchange, _compare_exchange), never by the container's
+ * teardown.  Overwrites mark the removed object UNLINKED (slot.c).  An
+ * object that was never unlinked, whatever slots held it, can be in no
+ * thread's hands without a reference when it dies, so its memory goes back
+ * at once, hot, as with malloc/free (a binary tree torn down from its
+ * root never waits).  An unlinked object waits on this thread's reclaim
+ * list, sealed in batches of RCGC__RECLAIM_BATCH, and is freed after a
+ * grace period (epoch.c).
  */
 #include <errno.h>
 #include <string.h>
@@ -99,13 +105,18 @@ const rcgc_type *rcgc_type_of(const void *obj)
     return rcgc__hdr(obj)->type;
 }
 
-void rcgc__mark_published(rcgc__header *h)
+void rcgc__mark_unlinked(void *obj)
 {
-    /* Relaxed: whoever later decides this object's free happens-after this
-       store, through the slot store (release) that follows it and the
+    rcgc__header *h;
+
+    if (obj == NULL)
+        return;
+    h = rcgc__hdr(obj);
+    /* Relaxed: the caller holds the reference the slot gave up, and
+       whoever later decides the free happens-after this, through the
        acq_rel count operations every reference drop goes through. */
-    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_PUBLISHED))
-        rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_PUBLISHED);
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_UNLINKED))
+        rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_UNLINKED);
 }
 
 static void release_slot(rcgc_ref *slot, void *ctx)
@@ -178,7 +189,7 @@ void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h)
 
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h)
 {
-    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_PUBLISHED)) {
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_UNLINKED)) {
         rcgc__quarantine(h);
         return;
     }

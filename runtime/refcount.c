@@ -170,9 +170,14 @@ intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
             RCGC__SHARED_DIRTY;
 
     /* I2: clear the owner and the local count before MERGED is published
-       (gh-119999).  fetch_and keeps the collector's owner flags (hole 4).
+       (gh-119999).  fetch_and keeps the collector's owner flags (hole 4);
+       only tracked objects have any, so the others take a plain store (no
+       other thread writes their owner word while we may merge).
        Release: a collector that reads local 0 also sees the DIRTY above. */
-    rcgc__word_fetch_and_relaxed(&h->owner, RCGC__OWNER_FLAGS);
+    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
+        rcgc__word_fetch_and_relaxed(&h->owner, RCGC__OWNER_FLAGS);
+    else
+        rcgc__word_store_relaxed(&h->owner, 0);
     rcgc__u32_store_release(&h->ref_local, 0);
 
     do {

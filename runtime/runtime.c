@@ -115,7 +115,7 @@ void rcgc_shutdown(void)
     rcgc__rt.running = false;
     pthread_mutex_unlock(&rcgc__rt.lock);
 
-    rcgc__epoch_stop();        /* every published dead object is freed */
+    rcgc__epoch_stop();        /* every unlinked dead object is freed */
     rcgc__quarantine_flush();
 }
 

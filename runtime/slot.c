@@ -6,15 +6,16 @@
  * the two, another thread may overwrite the slot and drop the last
  * reference to the old value.  Two things keep the load safe:
  *   - memory: the loader is inside a QSBR read section (an attached thread
- *     is one between its quiescent states), and a published object's
- *     memory is reclaimed only after a grace period (object.c, epoch.c);
+ *     is one between its quiescent states), and an object overwritten out
+ *     of a slot is reclaimed only after a grace period (object.c, epoch.c);
  *   - the count: rcgc__try_incref refuses an object whose merged count is
  *     zero, and every free is decided by the RMW that produced that zero,
  *     so an increment that succeeds was counted before any free decision
  *     (refcount.c).  A failed increment means the slot has moved on: read
  *     it again.
- * Every store publishes (RCGC__GC_PUBLISHED) the object before the release
- * store that makes it reachable, so its memory will wait for a grace period.
+ * Every overwrite marks the value it removes UNLINKED, so that object's
+ * memory will wait for a grace period (object.c explains why a value
+ * removed by its container's teardown need not).
  *
  * The collector's write barrier.  rcgc_ref_store and compare_exchange
  * change the counts of both values they move, which the collector's
@@ -37,10 +38,7 @@ void rcgc_ref_init(rcgc_ref *slot, void *obj)
 {
     if (slot == NULL)
         return;
-    if (obj != NULL) {
-        rcgc_incref(obj);
-        rcgc__mark_published(rcgc__hdr(obj));
-    }
+    rcgc_incref(obj);
     /* Release: pairs with the acquire load in rcgc_ref_load. */
     rcgc__slot_store_release(slot, obj);
 }
@@ -74,13 +72,11 @@ void rcgc_ref_store(rcgc_ref *slot, void *obj)
 
     if (slot == NULL)
         return;
-    if (obj != NULL) {
-        rcgc_incref(obj);                 /* the slot's reference, before it is visible */
-        rcgc__mark_published(rcgc__hdr(obj));
-    }
+    rcgc_incref(obj);                     /* the slot's reference, before it is visible */
     /* acq_rel: release publishes obj (pairs with rcgc_ref_load); acquire
        orders our decrement of old after the store that put it there. */
     old = rcgc__slot_exchange_acq_rel(slot, obj);
+    rcgc__mark_unlinked(old);
     rcgc_decref(old);
 }
 
@@ -107,7 +103,6 @@ void *rcgc_ref_exchange(rcgc_ref *slot, void *obj)
     if (RCGC_DEBUG)
         check_attached("rcgc_ref_exchange");
     if (obj != NULL) {
-        rcgc__mark_published(rcgc__hdr(obj));
         /* Two exchanges can close a cycle with no decrement: the stored
            object is a candidate root (API.md, "Reference slots"). */
         rcgc__maybe_buffer(rcgc__hdr(obj), obj);
@@ -117,6 +112,7 @@ void *rcgc_ref_exchange(rcgc_ref *slot, void *obj)
     do {
         barrier(old);       /* old is in the slot: epoch-protected (QSBR) */
     } while (!rcgc__slot_cas_acq_rel(slot, &old, obj));
+    rcgc__mark_unlinked(old);
     return old;
 }
 
@@ -126,11 +122,9 @@ int rcgc_ref_compare_exchange(rcgc_ref *slot, void *expected, void *desired)
 
     if (slot == NULL)
         return 0;
-    if (desired != NULL) {
-        rcgc_incref(desired);             /* counted before anyone can load it */
-        rcgc__mark_published(rcgc__hdr(desired));
-    }
+    rcgc_incref(desired);                 /* counted before anyone can load it */
     if (rcgc__slot_cas_acq_rel(slot, &seen, desired)) {
+        rcgc__mark_unlinked(expected);
         rcgc_decref(expected);            /* the slot's old reference */
         return 1;
     }

@@ -230,7 +230,7 @@ void rcgc__merge_queue_drain(rcgc__thread *th)
 }
 
 /* Frees the sealed batches whose grace period is over, on this thread. */
-static void reclaim_poll(rcgc__thread *th)
+void rcgc__reclaim_poll(rcgc__thread *th)
 {
     uint64_t done = rcgc__epoch_gp_completed();
 
@@ -271,12 +271,12 @@ void rcgc__reclaim_seal(rcgc__thread *th)
         th->reclaim_list = NULL;
         th->reclaim_count = 0;
     }
-    reclaim_poll(th);
+    rcgc__reclaim_poll(th);
 }
 
 void rcgc__reclaim_flush(rcgc__thread *th)
 {
-    reclaim_poll(th);
+    rcgc__reclaim_poll(th);
     while (th->sealed_head != NULL) {
         rcgc__sealed *s = th->sealed_head;
 
@@ -303,7 +303,12 @@ void rcgc_safepoint(void)
     rcgc_assert(!th->in_blocking, "rcgc_safepoint", "called inside a blocking region", NULL);
     rcgc__merge_queue_drain(th);
     rcgc__roots_flush(th);
-    rcgc__reclaim_seal(th);
+    /* A small open batch waits to grow (or for blocking, detach or
+       rcgc_reclaim_wait); sealed batches that are due are freed now. */
+    if (th->reclaim_count >= RCGC__RECLAIM_SEAL_AT)
+        rcgc__reclaim_seal(th);
+    else
+        rcgc__reclaim_poll(th);
     rcgc__epoch_quiescent();
 }
 
