@@ -321,6 +321,10 @@ static bool should_collect_locked(void)
            gc.npending >= gc.threshold_eff;
 }
 
+/* Called with the handing thread's roots_lock held, from taking the chunk
+   until it is in the pending list: a full collection steals chunks from
+   the threads before it takes the pending list, so a chunk is always in
+   one of the two places it looks (lock order: roots_lock, gc.lock). */
 static void hand_over(rcgc__roots *chunk)
 {
     uint64_t t0 = now_ns(), waited;
@@ -366,10 +370,9 @@ void rcgc__buffer_root(void *obj)
     if (th->roots->n == RCGC__ROOTS_CHUNK) {
         full = th->roots;
         th->roots = NULL;
+        hand_over(full);
     }
     pthread_mutex_unlock(&th->roots_lock);
-    if (full != NULL)
-        hand_over(full);
 }
 
 static rcgc__roots *take_chunk(rcgc__thread *th)
@@ -387,10 +390,12 @@ static rcgc__roots *take_chunk(rcgc__thread *th)
 
 void rcgc__roots_flush(rcgc__thread *th)
 {
-    rcgc__roots *c = take_chunk(th);
-
-    if (c != NULL)
-        hand_over(c);
+    pthread_mutex_lock(&th->roots_lock);
+    if (th->roots != NULL && th->roots->n > 0) {
+        hand_over(th->roots);
+        th->roots = NULL;
+    }
+    pthread_mutex_unlock(&th->roots_lock);
 }
 
 /* ---- one collection ----------------------------------------------------- */
@@ -853,15 +858,11 @@ static size_t collect_once(bool full)
     c.stack = (vec)VEC(size_t);
     c.extra = (vec)VEC(rcgc__header *);
 
-    pthread_mutex_lock(&gc.lock);
-    chunks = gc.pending;
-    gc.pending = NULL;
-    gc.npending = 0;
-    c.debug = gc.debug;
-    pthread_mutex_unlock(&gc.lock);
+    chunks = NULL;
     if (full) {
         /* rcgc_collect reclaims what any thread buffered: take their
-           partial chunks too.  Lock order: rcgc__rt.lock, roots_lock. */
+           partial chunks too, before the pending list (hand_over).  Lock
+           order: rcgc__rt.lock, roots_lock. */
         pthread_mutex_lock(&rcgc__rt.lock);
         for (t = rcgc__rt.threads; t != NULL; t = t->all_next) {
             rcgc__roots *taken = take_chunk(t);
@@ -872,6 +873,17 @@ static size_t collect_once(bool full)
         }
         pthread_mutex_unlock(&rcgc__rt.lock);
     }
+    pthread_mutex_lock(&gc.lock);
+    if (gc.pending != NULL) {
+        for (tail = gc.pending; tail->next != NULL; tail = tail->next)
+            ;
+        tail->next = chunks;
+        chunks = gc.pending;
+    }
+    gc.pending = NULL;
+    gc.npending = 0;
+    c.debug = gc.debug;
+    pthread_mutex_unlock(&gc.lock);
     if (retry != NULL) {
         for (tail = retry; tail->next != NULL; tail = tail->next)
             ;

@@ -121,13 +121,16 @@ static void gnode_finalize(void *obj);
 
 /*
  * A traverse may take its time: this one now and then spins between two
- * slots (one call in GC_TRAVERSE_DELAY_ONE_IN, a few hundred pauses; one
- * in 64 of those also yields).  The collector reads a member's count and
+ * slots (one call in GC_TRAVERSE_DELAY_ONE_IN, 20 to 275 pauses; no
+ * yield: a collection traverses thousands of members, and a yield costs a
+ * time slice when the workers outnumber the cores).  The collector reads a member's count and
  * slots, then the next member's, and so on: the delays stretch the window
- * in which mutators move references between two of those readings.
+ * in which mutators move references between two of those readings.  A
+ * program may define GC_TRAVERSE_DELAY_ONE_IN (0: never) before including
+ * this file; the default keeps big collections affordable.
  */
 #ifndef GC_TRAVERSE_DELAY_ONE_IN
-#define GC_TRAVERSE_DELAY_ONE_IN 8
+#define GC_TRAVERSE_DELAY_ONE_IN 64
 #endif
 
 static __thread uint64_t gc_traverse_calls;
@@ -143,11 +146,9 @@ static void gnode_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
         delay_at = (unsigned)(x >> 8) % GC_NSLOT;
     for (unsigned s = 0; s < GC_NSLOT; s++) {
         if (s == delay_at) {
-            unsigned spins = 100 + (unsigned)((x >> 16) & 511);
+            unsigned spins = 20 + (unsigned)((x >> 16) & 255);
             while (spins--)
                 torture_cpu_relax();
-            if (((x >> 32) & 63) == 0)
-                sched_yield();
         }
         visit(&n->slot[s], ctx);
     }
@@ -249,6 +250,8 @@ static inline void gc_setup(size_t threshold)
     signal(SIGSEGV, torture_on_abort);
     signal(SIGBUS, torture_on_abort);
 #endif
+    if (getenv("GC_STRESS_DEBUG_STATS") != NULL)
+        rcgc_set_debug(RCGC_DEBUG_STATS);     /* a line per collection on stderr */
     rcgc_set_threshold(threshold);
     if (rcgc_get_threshold() != threshold)
         TORTURE_VIOLATION("rcgc_set_threshold(%zu) -> rcgc_get_threshold %zu", threshold,

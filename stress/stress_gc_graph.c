@@ -40,7 +40,7 @@
 #define NROOT        32
 #define MAX_PATH     10
 #define THRESHOLD    64
-#define LIVE_CAP     20000
+#define LIVE_CAP     5000
 #define DRAIN_ROUNDS 8
 
 static rcgc_ref roots[NROOT];

@@ -49,12 +49,14 @@
 #define THRESHOLD    16
 #define NHOLD        4
 #define DRAIN_ROUNDS 8
+#define LIVE_CAP     4000       /* created and not finalized: above it, no new rings */
 
 static rcgc_ref roots[NGROUP];
 
 static atomic_ullong total_ops, total_loads, total_walks, total_cuts, total_restores;
 static atomic_ullong total_loader_restores, total_new_cycles, total_drops_while_cut;
 static atomic_ullong total_collect_calls, total_collect_reclaimed, total_safepoint_holds;
+static atomic_ullong total_capped;
 
 enum role { LOADER, CUTTER, COLLECTOR };
 
@@ -69,7 +71,7 @@ typedef struct wstate {
     gnode      *hold[NHOLD];       /* members kept across rounds */
     unsigned    nhold;
     uint64_t    ops, loads, walks, cuts, restores, loader_restores, new_cycles;
-    uint64_t    drops_while_cut, safepoint_holds;
+    uint64_t    drops_while_cut, safepoint_holds, capped;
 } wstate;
 
 /* A member reference the caller just got: counted in its group's guard,
@@ -116,8 +118,17 @@ static gnode *load_container(wstate *w, unsigned g)
 static void new_cycle(wstate *w, gnode *c)
 {
     unsigned len = 1 + torture_below(&w->rng, MAXRING);
-    uint64_t group = gc_group_new((int)len);
+    uint64_t group;
     gnode *m[MAXRING];
+
+    /* Garbage made faster than the collector takes it (sanitizer builds)
+       would only make every collection bigger and rarer. */
+    if (atomic_load_explicit(&torture_created, memory_order_relaxed) -
+            atomic_load_explicit(&torture_finalized, memory_order_relaxed) > LIVE_CAP) {
+        w->capped++;
+        return;
+    }
+    group = gc_group_new((int)len);
 
     for (unsigned i = 0; i < len; i++)
         m[i] = gnode_new(group, 2, 0);
@@ -314,6 +325,7 @@ static void *worker_main(void *arg)
     atomic_fetch_add(&total_new_cycles, w->new_cycles);
     atomic_fetch_add(&total_drops_while_cut, w->drops_while_cut);
     atomic_fetch_add(&total_safepoint_holds, w->safepoint_holds);
+    atomic_fetch_add(&total_capped, w->capped);
     atomic_fetch_add(&total_collect_calls, calls);
     atomic_fetch_add(&total_collect_reclaimed, reclaimed);
     free(w);
@@ -364,7 +376,7 @@ int main(int argc, char **argv)
 
     snprintf(more, sizeof more,
              "loads=%llu walks=%llu cuts=%llu restores=%llu loader_restores=%llu "
-             "new_cycles=%llu drops_while_cut=%llu safepoint_holds=%llu "
+             "new_cycles=%llu capped=%llu drops_while_cut=%llu safepoint_holds=%llu "
              "collect_calls=%llu collect_reclaimed=%llu drained=%" PRIu64,
              (unsigned long long)atomic_load(&total_loads),
              (unsigned long long)atomic_load(&total_walks),
@@ -372,6 +384,7 @@ int main(int argc, char **argv)
              (unsigned long long)atomic_load(&total_restores),
              (unsigned long long)atomic_load(&total_loader_restores),
              (unsigned long long)atomic_load(&total_new_cycles),
+             (unsigned long long)atomic_load(&total_capped),
              (unsigned long long)atomic_load(&total_drops_while_cut),
              (unsigned long long)atomic_load(&total_safepoint_holds),
              (unsigned long long)atomic_load(&total_collect_calls),
