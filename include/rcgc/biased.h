@@ -137,15 +137,18 @@ static inline int rcgc__shared_dec_is_plain(intptr_t shared)
 static inline RCGC__ALWAYS_INLINE void *rcgc_incref(void *obj)
 {
     rcgc__header *h;
+    uintptr_t owner;
 
     if (obj == NULL)
         return obj;
     if (RCGC_DEBUG)
         rcgc__debug_check(obj, "rcgc_incref");
     h = rcgc__hdr(obj);
-    /* The owner counts here whether or not the object is buffered. */
-    if ((__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) | RCGC__OWNER_UNBUFFERED) ==
-        (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
+    owner = __atomic_load_n(&h->owner.v, __ATOMIC_RELAXED);
+    /* The owner counts here whether or not the object is buffered (the
+       second test runs only when the first fails). */
+    if (__builtin_expect(owner == rcgc__tls_tid, 1) ||
+        owner == (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
         uint32_t local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
         if (__builtin_expect(local == UINT32_MAX, 0))
             rcgc__incref_owner_spill(obj);
@@ -175,7 +178,7 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
         rcgc__debug_check(obj, "rcgc_decref");
     h = rcgc__hdr(obj);
     owner = __atomic_load_n(&h->owner.v, __ATOMIC_RELAXED);
-    if (owner == rcgc__tls_tid) {
+    if (__builtin_expect(owner == rcgc__tls_tid, 1)) {
         uint32_t local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
         if (__builtin_expect(local > 1, 1))
             __atomic_store_n(&h->ref_local.v, local - 1, __ATOMIC_RELAXED);
