@@ -1,0 +1,1108 @@
+/*
+ * rcgc.pml: a Promela model of rcgc's protocol (issue 4): biased reference
+ * counting with merge queues, reference slots with QSBR-deferred
+ * reclamation, and the concurrent trial-deletion cycle collector.  Checked
+ * by tests/model/run_model.sh (spin -a, cc, ./pan) as the ctest tests
+ * model.real and model.<bug> (label model).
+ *
+ * Configuration
+ * =============
+ * 2 mutator threads (tids 1 and 2), the collector thread (tid 3), 3 objects
+ * (0, 1, 2) with NS = 2 slots each.  Initial heap (built before any thread
+ * runs, as if by rcgc_new + rcgc_ref_store):
+ *     T1 owns o0 and o1, T2 owns o2;  T1 holds o0 and o1, T2 holds o2;
+ *     o0.s0 -> o2 (stored by T1: o2's shared count 1),
+ *     o2.s0 -> o0 (stored by T2: o0's shared count 1)   -- a cross-thread cycle.
+ * Mutator t makes Kt operations (-DK1, -DK2; both -DK, default 1), each one
+ * of the kinds in the OPS mask (default 15: all):
+ *     1 rcgc_decref(held), 2 rcgc_ref_load(held.s), 4 rcgc_ref_store(held.s,
+ *     held|NULL), 8 rcgc_ref_exchange(held.s, held|NULL),
+ * and may take a safepoint (rcgc_safepoint) between any two operations.
+ * Then it drops every reference it holds and detaches (rcgc_thread_detach).
+ * The collector runs NCOLL (default 1) collections concurrently with the
+ * mutators' operations, each from one nondeterministically chosen candidate
+ * root (any object not yet decided dead: an over-approximation of the root
+ * buffers); then, once both mutators have detached, one full collection
+ * with every remaining object as candidate.  To bound the state space the
+ * mutators' exit phase (drop everything, detach) waits, at safepoints, for
+ * the concurrent collection to end (-DEXIT_CONCURRENT lifts this: the state
+ * space then grows beyond the CI budget).  The other mutator's operations
+ * do race a thread's exit, so a non-owner merging for a gone owner is
+ * covered, but not concurrently with a collection.
+ *
+ * Configurations checked in CI (run_model.sh; bitstate, 2^32 bits):
+ *   real           K1 = K2 = 1, all kinds: ~47 M states (0 errors; the
+ *                  same configuration exhaustively, -DCOLLAPSE: 47,104,210
+ *                  states, 0 errors)
+ *   real_exchange  K1 = 2, K2 = 1, exchanges only: ~87 M states (0 errors;
+ *                  exhaustively 86,973,232 states, 0 errors)
+ * Every seeded bug below is run at the configuration named with it.
+ *
+ * Encoding (follows include/rcgc/biased.h):
+ *   ow[o]   the owner word: tid * 8 | OWNER_SCAN (1); 0 (flags aside) once
+ *           merged.  OWNER_UNBUFFERED is not modelled (see "Abstractions").
+ *   lc[o]   ref_local.
+ *   sh[o]   ref_shared: count * 64 | QUEUED 1 | MERGED 2 | DYING 8 | SCAN 16
+ *           | DIRTY 32, the count signed (may be negative before a merge).
+ *   slot[o*NS+j]  object id + 1, or 0 for NULL.
+ * Every load, store and read-modify-write of a shared word is one Promela
+ * step (a d_step); a CAS loop is a load step followed by CAS steps that
+ * compare the whole word.  Memory orders are not modelled (sequential
+ * consistency): the model checks the protocol's logic; TSan checks orders.
+ *
+ * Steps and the C functions they stand for
+ * ========================================
+ *   rcgc_incref        include/rcgc/biased.h rcgc_incref: owner word == tid
+ *                      -> local + 1 (relaxed load, relaxed store: two steps
+ *                      after the owner-word load); else fetch_add on shared,
+ *                      and rcgc__incref_flagged (fetch_or DIRTY) if SCAN.
+ *   rcgc_decref        biased.h rcgc_decref: owner word == tid -> local - 1,
+ *                      or rcgc__decref_owner_last at local <= 1; else
+ *                      rcgc__shared_dec_is_plain + CAS loop, else
+ *                      rcgc__decref_shared_slow (refcount.c).
+ *   decref_shared_slow refcount.c rcgc__decref_shared_slow: MERGED -> CAS
+ *                      count-1 (| DIRTY if SCAN), release iff the CAS
+ *                      produced MERGED 0 without DYING; unmerged count > 0 or
+ *                      QUEUED -> CAS count-1; else CAS | QUEUED once, then
+ *                      rcgc__queue_to_owner (the entry holds the reference).
+ *   queue_to_owner     thread.c rcgc__queue_to_owner: under the owner's
+ *                      bucket lock (lk[tid]), push on the owner's queue
+ *                      (inq[o] = tid), or, the owner gone, merge on its behalf
+ *                      (rcgc__merge_counts(h, -1)) and release at 0.
+ *   merge_counts       refcount.c rcgc__merge_counts: load local, load shared;
+ *                      if SCAN fetch_or DIRTY; fetch_and owner &= flags;
+ *                      local := 0; CAS loop publishing MERGED with
+ *                      count = shared + local + extra (shared + extra if
+ *                      already MERGED), QUEUED cleared, DIRTY if SCAN.
+ *   decref_owner_last  refcount.c rcgc__decref_owner_last.
+ *   merge_queued       refcount.c rcgc__merge_queued (drain of a queue entry).
+ *   try_incref         refcount.c rcgc__try_incref: owner -> rcgc_incref;
+ *                      else CAS loop refusing DYING and MERGED with count <= 0;
+ *                      the CAS adds DIRTY if SCAN.
+ *   ref_load           slot.c rcgc_ref_load: load slot, try_incref; on failure
+ *                      re-read the slot: same and DYING -> NULL, else retry.
+ *   ref_store          slot.c rcgc_ref_store: rcgc_incref(new), exchange the
+ *                      slot, rcgc_decref(old).
+ *   ref_exchange       slot.c rcgc_ref_exchange: barrier(new); load old;
+ *                      loop { barrier(old); CAS slot }.  barrier = load shared,
+ *                      fetch_or DIRTY if SCAN.  Moves references, no count.
+ *   release/release_all object.c rcgc__release (push on the thread's release
+ *                      list; the outermost call drains it: release_slot =
+ *                      exchange slot with NULL + rcgc_decref(child), then
+ *                      rcgc__dispose -> rcgc__free_memory: deferred).
+ *   dispose            memory FREED; reclaimed (RECLAIMED) as soon as every
+ *                      thread online at that moment has passed a quiescent
+ *                      state or gone offline (epoch.c: the reclaimer's
+ *                      synchronize_rcu; eagerly, the worst case).
+ *   safepoint          thread.c rcgc_safepoint: rcgc__merge_queue_drain (take
+ *                      the queue under the bucket lock, merge each entry),
+ *                      then a quiescent state (epoch.c rcgc__epoch_quiescent).
+ *   detach             thread.c rcgc_thread_detach / drain_then(leave): drain
+ *                      until the queue is empty under the lock, then leave the
+ *                      registry (gone) in the same critical section; then
+ *                      unregister from the epoch (offline for good).
+ *   collect            collector.c collect_once:
+ *     take candidate     take_candidates: try_incref (pin), add_member.
+ *     add_member         fetch_or owner |= OWNER_SCAN; CAS loop shared :=
+ *                        (s | SCAN) & ~DIRTY.
+ *     mark               mark_visit: load each member's slots; try_incref
+ *                        (pin) before add_member (flag).
+ *     grace              rcgc__epoch_synchronize: offline, wait until every
+ *                        online mutator passed a quiescent state, online.
+ *     count              examine step 4: per member one load of shared, one of
+ *                        local, one of each slot (the only reading of slots).
+ *     cyclic counts      crc = count (+ local if unmerged) - 1 (pin) - internal
+ *                        edges; DYING/QUEUED/DIRTY members are black; black
+ *                        spreads along the recorded edges (steps 4-5).
+ *     delta              step 6: per white member in member order CAS
+ *                        (word read in step 4 -> word | DYING); a failure
+ *                        un-DYINGs its component's earlier members (fetch_and)
+ *                        and keeps the component.
+ *     free               step 7: release_visit (exchange each slot with NULL;
+ *                        drop references leaving the component), dispose.
+ *     unflag             unflag_all: fetch_and owner &= ~OWNER_SCAN; fetch_and
+ *                        shared &= ~(SCAN | DIRTY); unpin (rcgc_decref).
+ *   final collection   rcgc__gc_shutdown_collect / collect_full after the
+ *                      mutators are gone: every object is a candidate.
+ *
+ * Properties (assertions)
+ * =======================
+ *   A1 no object is released while a thread holds a reference to it, a slot
+ *      of any object (for the collector: of any object outside the freed
+ *      component) points to it, or a queue entry holds it (ghost reference
+ *      counts: hold[t*NO+o], checked where the free is decided: release()
+ *      and the collector's decision after the Delta-test).
+ *   A2 no object is released twice (dead[o] once).
+ *   A3 no thread touches reclaimed memory: every access to an object's
+ *      header or slots asserts mem[o] != RECLAIMED (TOUCH), including loads
+ *      and barriers that hold no reference and the collector's accesses.
+ *   A4 counts never go below zero: a merge computing a negative total and a
+ *      decrement of a MERGED count <= 0 are violations (the code's
+ *      rcgc__fatal / rcgc_assert "reference count below zero"), as is an
+ *      owner's last decrement with local 0.
+ *   A5 liveness, bounded: once both mutators are gone (every reference
+ *      dropped), one full collection leaves no object alive (every garbage
+ *      object, acyclic or cyclic, has been freed).  Invalid end states
+ *      (deadlocks, a grace period that never ends) are errors too.
+ *   A6 refcount.c's I2: any RMW that reads MERGED finds the owner word
+ *      (flags aside) and the local count already 0 (gh-121794).
+ *
+ * Abstractions (what is not modelled)
+ * ===================================
+ *   - Root buffers (BUFFERED, UNBUFFERED, ZOMBIE, rcgc__buffer_root): the
+ *     collector picks any not-yet-dead object as candidate root (a superset
+ *     of the buffered ones); the buffer entry's role of keeping a zombie's
+ *     memory is replaced by picking the candidate while the collector is
+ *     online.  The final collection takes every object (as collect_full
+ *     would with every decrement buffering its object).
+ *   - Finalizers, resurrection, weak references (not landed), IMMORTAL and
+ *     saturation, the local-count spill, rcgc_ref_compare_exchange,
+ *     rcgc_new after start, blocking regions (a blocked owner is merged for
+ *     exactly as a gone one, which is modelled), FROZEN, SAVEALL, the
+ *     retry list (a failed component is only re-examined by the final
+ *     collection), out-of-memory paths, unpublished objects (every object
+ *     is treated as published: its memory waits for a grace period).
+ *   - Memory orders (see above); spurious CAS failures.
+ *
+ * Seeded bugs (-DBUG_...; each is caught; run_model.sh prints the trail)
+ * ============
+ *   BUG_MERGED_FIRST   (K=1) merge_counts publishes MERGED before clearing the
+ *                      owner word and local (CPython gh-119999).  Trail
+ *                      (16 s): T2 drops o2 (its owner: merged, count 1 from
+ *                      o0.s0); T1 stores NULL into o0.s0, so o2 dies and T2
+ *                      (releasing it) is to drop o2.s0's reference to o0;
+ *                      T1, exiting, drops its last local reference to o0:
+ *                      the merge publishes MERGED count 1 with owner T1 and
+ *                      local 1 still in place; T2's decrement sees MERGED
+ *                      beside them: A6 (I2) fails.  T2 then frees o0 while
+ *                      T1 is still to write o0's owner and local: the
+ *                      gh-119999 use-after-free shape (memory deferral
+ *                      saves published objects only; the stale owner word
+ *                      also sends the owner's fast path into a merged one).
+ *   BUG_NO_GRACE       (K=1) collect skips the grace period before reading
+ *                      counts: an operation that read an unflagged word
+ *                      (an owner's fast path, an exchange's barrier) lands
+ *                      after the collector's reading; a member is freed
+ *                      while a mutator holds it (A1 in decide()).
+ *   BUG_PLAIN_FREE     (K=1) rcgc__decref_shared_slow decides the free from a
+ *                      plain load after its CAS instead of from the CAS's
+ *                      result (Nim RFC #575, PITFALLS 10).  Trail: two
+ *                      holders of a MERGED count-2 object both decrement,
+ *                      then both load count 0: released twice (A2).
+ *   BUG_NO_BARRIER     (K1=2, K2=1, exchanges only) rcgc_ref_exchange without
+ *                      the write barrier (PROTOCOL-REVIEW hole 1).  Trail:
+ *                      the collector flags o0 and o2 from candidate o0; T2
+ *                      exchanges o2.s1 <- o2 (its reference moves into a
+ *                      slot), T1 exchanges o0.s0 <- NULL (takes o0.s0's
+ *                      reference to o2) and o0.s1 <- o0; no count changes,
+ *                      so the readings after the grace period show only
+ *                      internal references and the component passes the
+ *                      Delta-test while T1 holds o2 (A1 in decide()).
+ *   BUG_OWNER_STORE    (K=1) add_member / unflag set and clear OWNER_SCAN with
+ *                      a load and a store instead of fetch_or / fetch_and
+ *                      (hole 4): the unflag writes the saved tid back over a
+ *                      merge's owner := 0; the owner then takes the fast path
+ *                      on a merged object whose local is 0 (A4: "local 0 at
+ *                      the owner's last decrement"; with more steps, a free
+ *                      while held).
+ *   BUG_NO_PIN         (K=1) members are flagged without the pin (hole 3): a
+ *                      mutator that had not seen SCAN frees a member, its
+ *                      memory is reclaimed while the collector is offline in
+ *                      the grace period, and the collector then reads it (A3).
+ *   BUG_NO_DIRTY_MERGE (K=1) merge_counts does not set DIRTY before touching
+ *                      local when SCAN is set (hole 5).  NOT caught: the
+ *                      exhaustive search (46 M states) finds no violation,
+ *                      and none is expected in this design: every merge that
+ *                      can run after the grace period follows a QUEUED CAS
+ *                      (SCAN sends the owner's own decrements to the shared
+ *                      word), a member read QUEUED is black, and a QUEUED
+ *                      CAS after the reading changes the word, which the
+ *                      whole-word Delta-test CAS sees (MERGED is never
+ *                      cleared, so no ABA).  DIRTY-first is defence in depth
+ *                      here; run_model.sh no_dirty_merge expects 0 errors
+ *                      and is not a ctest.
+ *   Any bug's configuration can be changed with -D on the spin command line.
+ */
+
+#ifndef K
+#define K 1
+#endif
+#ifndef K1
+#define K1 K            /* T1's operations */
+#endif
+#ifndef K2
+#define K2 K            /* T2's operations */
+#endif
+#ifndef OPS
+#define OPS 15          /* operation kinds: 1 decref, 2 load, 4 store, 8 exchange */
+#endif
+#ifndef NCOLL
+#define NCOLL 1
+#endif
+
+#define NO 3            /* objects */
+#define NS 2            /* slots per object */
+#define NSL 6           /* NO * NS */
+#define COLL 3          /* the collector's tid */
+
+/* ref_shared (biased.h RCGC__SHARED_*) */
+#define QUEUED  1
+#define MERGED  2
+#define DYING   8
+#define SCAN    16
+#define DIRTY   32
+#define FLAGS   63
+#define ONE     64
+/* owner word (biased.h RCGC__OWNER_*): tid * 8 | OWNER_SCAN */
+#define O_SCAN  1
+#define TIDW(t) ((t) * 8)
+#define OWNER_TID(w) ((w) / 8)
+
+#define CNT(s)   (((s) - ((s) & FLAGS)) / ONE)     /* shared_count(), signed */
+#define CARRY(s) (((s) & SCAN) -> DIRTY : 0)       /* carry_flags() */
+#define BIT(o)   (1 << (o))
+/* rcgc__shared_dec_is_plain (IMMORTAL not modelled) */
+#define PLAIN(s) (!((s) & SCAN) && (CNT(s) >= 2 || (CNT(s) >= 1 && !((s) & MERGED))))
+/* try_incref refuses: DYING, or MERGED with count <= 0 */
+#define REFUSED(s) (((s) & DYING) || (((s) & MERGED) && CNT(s) <= 0))
+
+/* memory states */
+#define LIVE      0
+#define FREED     1     /* torn down, waiting for a grace period */
+#define RECLAIMED 2
+
+/* fates (collector.c) */
+#define F_LIVE  0
+#define F_RETRY 1
+#define F_FREED 2
+
+int  sh[NO];            /* ref_shared */
+byte ow[NO];            /* owner */
+byte lc[NO];            /* ref_local */
+byte slot[NSL];         /* reference slots: object + 1, 0 = NULL */
+byte inq[NO];           /* the merge queue holding o: tid, 0 = none */
+byte lk[3];             /* bucket locks, by owner tid (0: tid 0, none found) */
+byte gonem;             /* bit t: mutator t left the registry */
+byte online;            /* bit t: thread t registered and online */
+byte gp_need;           /* the collector's grace period: mutators still to pass */
+byte mem[NO];           /* LIVE, FREED, RECLAIMED */
+byte gpw[NO];           /* threads that must pass a quiescent state before reclaim */
+/* ghosts */
+byte hold[4 * NO];      /* references held by thread t (collector: its pins) */
+bit  dead[NO];          /* release decided */
+bit  cdone;             /* the collector's concurrent collections are over */
+
+#define TOUCH(o) assert(mem[o] != RECLAIMED)
+/* A6 (refcount.c I2, gh-121794): a word that reads MERGED implies the owner
+   word (flags aside) and the local count are already 0. */
+#define I2(o, s) assert(!((s) & MERGED) || ((ow[o] & ~O_SCAN) == 0 && lc[o] == 0))
+
+/* Dead temporaries back to 0, so that stale values do not multiply states. */
+#define RESET_TEMPS \
+    d_w = 0; d_l = 0; d_act = 0; d_ok = 0; d_s = 0; d_n = 0; d_c = 0; \
+    m_l = 0; m_ok = 0; m_s = 0; m_n = 0; m_c = 0; \
+    i_w = 0; i_s = 0; t_ok = 0; t_done = 0; t_s = 0; \
+    q_t = 0; q_list = 0; q_o = 0; r_o = 0; r_j = 0; r_c = 0; r_d = 0; \
+    l_p = 0; l_q = 0; l_x = 0; l_v = 0; l_d = 0; x_v = 0; x_old = 0; x_ok = 0; b_s = 0
+
+
+/* ---- epochs (epoch.c) ------------------------------------------------------ */
+
+/* Thread me passes a quiescent state (rcgc__epoch_quiescent), goes offline or
+   unregisters: every grace period waiting for it may end; freed memory whose
+   grace period is over is reclaimed at once (the worst case). */
+#define QUIESCE_ONE(o) gpw[o] = gpw[o] & ~BIT(me); \
+        mem[o] = ((mem[o] == FREED && gpw[o] == 0) -> RECLAIMED : mem[o])
+#define QUIESCE  QUIESCE_ONE(0); QUIESCE_ONE(1); QUIESCE_ONE(2); \
+        gp_need = gp_need & ~BIT(me)
+
+/* ---- releasing (object.c) -------------------------------------------------- */
+
+/* The free of o is decided (the RMW that produced MERGED 0, or a merge that
+   returned 0): A1, A2, then push o on this thread's release list. */
+inline release(o)
+{
+    d_step {
+        assert(!dead[o]);                                       /* A2 */
+        assert(hold[1*NO+o] == 0 && hold[2*NO+o] == 0 &&
+               hold[3*NO+o] == 0);                              /* A1: threads */
+        assert(slot[0] != o + 1 && slot[1] != o + 1 && slot[2] != o + 1 &&
+               slot[3] != o + 1 && slot[4] != o + 1 && slot[5] != o + 1); /* A1: slots */
+        assert(inq[o] == 0);                                    /* A1: queues */
+        dead[o] = 1;
+        rel = rel | BIT(o)
+    }
+}
+
+inline dispose(o)
+{
+    atomic {      /* atomic: spin 6.5 refuses a d_step as the target of a break */
+        gpw[o] = online;
+        mem[o] = (online == 0 -> RECLAIMED : FREED)
+    }
+}
+
+/* ---- counts (refcount.c, biased.h) ----------------------------------------- */
+
+/* A CAS loop whose new value is a pure function of the word it read is one
+   atomic read-modify-write here, taken at its successful CAS (its
+   linearization point): the loads before it only choose a retry.  Where the
+   code does something between its load and its CAS that another thread can
+   see (merge_counts' DIRTY, owner and local writes; the exchange's barrier),
+   those are separate steps, and so are the seeded bugs' plain loads. */
+
+/* rcgc__merge_counts(h, extra); the result in m_c. */
+inline merge_counts(o, extra)
+{
+    d_step { TOUCH(o); m_l = lc[o]; m_s = sh[o] }   /* relaxed local, acquire shared:
+                                                       only the owner or a locked
+                                                       merger writes local (I4) */
+#ifndef BUG_NO_DIRTY_MERGE
+    if
+    :: (m_s & SCAN) -> d_step { TOUCH(o); sh[o] = sh[o] | DIRTY }
+    :: else
+    fi;
+#endif
+#ifndef BUG_MERGED_FIRST
+    d_step { TOUCH(o); ow[o] = ow[o] & O_SCAN }          /* fetch_and: flags kept */
+    d_step { TOUCH(o); lc[o] = 0 }
+#endif
+    d_step {                                             /* the CAS loop */
+        TOUCH(o);
+        m_s = sh[o];
+        I2(o, m_s);
+        if
+        :: (m_s & MERGED) -> m_c = CNT(m_s) + extra
+        :: else -> m_c = CNT(m_s) + m_l + extra
+        fi;
+        assert(m_c >= 0);                                /* A4 */
+        sh[o] = (m_c * ONE) | ((m_s & FLAGS) & ~QUEUED) | MERGED | CARRY(m_s);
+        m_s = 0; m_l = 0
+    }
+#ifdef BUG_MERGED_FIRST
+    d_step { TOUCH(o); ow[o] = ow[o] & O_SCAN }
+    d_step { TOUCH(o); lc[o] = 0 }
+#endif
+}
+
+/* rcgc__queue_to_owner(h, owner_tid(owner)) after this thread's QUEUED CAS. */
+inline queue_to_owner(o)
+{
+    d_step { TOUCH(o); q_t = OWNER_TID(ow[o]) }
+    /* the bucket lock; a push is the whole critical section */
+    atomic {
+        lk[q_t] == 0 ->
+        if
+        :: q_t != 0 && !(gonem & BIT(q_t)) -> inq[o] = q_t; q_t = 255
+        :: else -> lk[q_t] = me
+        fi
+    }
+    if
+    :: q_t == 255 -> skip
+    :: else ->
+       merge_counts(o, -1);
+       lk[q_t] = 0;
+       if :: m_c == 0 -> release(o) :: else fi
+    fi
+}
+
+/* rcgc__decref_owner_last */
+inline decref_owner_last(o)
+{
+    d_step { TOUCH(o); d_l = lc[o] }
+    assert(d_l != 0);                                          /* A4 */
+    merge_counts(o, -1);
+    if :: m_c == 0 -> release(o) :: else fi
+}
+
+/* The non-owner decrement: the inline plain CAS loop of rcgc_decref and
+   rcgc__decref_shared_slow's CAS loop, one RMW (for a plain word both
+   compute s - ONE).  d_act: 1 release, 2 queue to the owner. */
+inline decref_shared(o)
+{
+    d_step {
+        TOUCH(o);
+        d_s = sh[o];
+        I2(o, d_s);
+        d_c = CNT(d_s);
+        d_act = 0;
+        if
+        :: (d_s & MERGED) ->
+           assert(d_c > 0);                                 /* A4 */
+           sh[o] = (d_s - ONE) | CARRY(d_s);
+#ifndef BUG_PLAIN_FREE
+           d_act = ((d_c == 1 && !(d_s & DYING)) -> 1 : 0)
+#else
+           d_act = 3
+#endif
+        :: !(d_s & MERGED) && (d_c > 0 || (d_s & QUEUED)) ->
+           sh[o] = (d_s - ONE) | CARRY(d_s)
+        :: else ->
+           sh[o] = d_s | QUEUED | CARRY(d_s); d_act = 2
+        fi;
+        d_s = 0; d_c = 0
+    }
+#ifdef BUG_PLAIN_FREE
+    /* the free decided from a plain load after the CAS */
+    if
+    :: d_act == 3 ->
+       d_step { TOUCH(o); d_act = ((CNT(sh[o]) == 0 && !(sh[o] & DYING)) -> 1 : 0) }
+    :: else
+    fi;
+#endif
+    if
+    :: d_act == 1 -> release(o)
+    :: d_act == 2 -> queue_to_owner(o)
+    :: else
+    fi
+}
+
+/* rcgc_decref(o): drops one reference this thread holds (the ghost count
+   goes down in the first step, the relaxed load of the owner word). */
+inline rcgc_decref(o)
+{
+    if
+    :: me == COLL -> d_step { hold[me*NO+o]--; d_w = 0 }   /* the collector owns nothing */
+    :: else -> d_step { hold[me*NO+o]--; TOUCH(o); d_w = ow[o] }
+    fi;
+    if
+    :: d_w == TIDW(me) ->
+       d_step { TOUCH(o); d_l = lc[o]; if :: d_l > 1 -> lc[o] = d_l - 1 :: else fi }
+       if :: d_l > 1 :: else -> decref_owner_last(o) fi
+    :: else ->
+       decref_shared(o)
+    fi
+}
+
+/* rcgc_incref(o): the caller holds a reference; the new one is counted in
+   the ghost at once. */
+inline rcgc_incref(o)
+{
+    d_step { hold[me*NO+o]++; TOUCH(o); i_w = ow[o] }
+    if
+    :: i_w == TIDW(me) -> d_step { TOUCH(o); lc[o] = lc[o] + 1 }
+    :: else ->
+       d_step { TOUCH(o); i_s = sh[o]; sh[o] = i_s + ONE }
+       if
+       :: (i_s & SCAN) -> d_step { TOUCH(o); sh[o] = sh[o] | DIRTY }   /* rcgc__incref_flagged */
+       :: else
+       fi
+    fi
+}
+
+/* rcgc__try_incref(h); the result in t_ok. */
+inline try_incref(o)
+{
+    if
+    :: me == COLL -> i_w = 0     /* the collector owns nothing: no owner check */
+    :: else -> d_step { TOUCH(o); i_w = ow[o] }
+    fi;
+    if
+    :: i_w == TIDW(me) -> rcgc_incref(o); t_ok = 1
+    :: else ->
+       d_step {                                    /* the CAS loop */
+           TOUCH(o);
+           t_s = sh[o];
+           I2(o, t_s);
+           if
+           :: REFUSED(t_s) -> t_ok = 0
+           :: else -> sh[o] = (t_s + ONE) | CARRY(t_s); hold[me*NO+o]++; t_ok = 1
+           fi;
+           t_s = 0
+       }
+    fi
+}
+
+/* The outermost rcgc__release drains the release list: release_slot for each
+   slot (exchange with NULL, rcgc_decref the child), then rcgc__dispose. */
+inline release_all()
+{
+    do
+    :: rel != 0 ->
+       d_step {
+           if
+           :: (rel & 1) -> r_o = 0
+           :: else -> if :: (rel & 2) -> r_o = 1 :: else -> r_o = 2 fi
+           fi;
+           rel = rel & ~BIT(r_o);
+           r_j = 0
+       }
+       do
+       :: r_j < NS ->
+          d_step {
+              TOUCH(r_o);
+              r_c = slot[r_o*NS+r_j]; slot[r_o*NS+r_j] = 0;
+              if :: r_c != 0 -> r_c = r_c - 1; hold[me*NO+r_c]++; r_d = 1 :: else -> r_d = 0 fi
+          }
+          if :: r_d -> rcgc_decref(r_c) :: else fi;
+          r_j++
+       :: else -> break
+       od;
+       dispose(r_o)
+    :: else -> break
+    od
+}
+
+/* ---- slots (slot.c) -------------------------------------------------------- */
+
+/* rcgc_ref_load(&o.s[j]) for a container o this thread holds; the loaded
+   object + 1 in l_v (0: NULL). */
+inline ref_load(o, j)
+{
+    do
+    :: d_step { TOUCH(o); l_p = slot[o*NS+j] }
+       if
+       :: l_p == 0 -> l_v = 0; break
+       :: else ->
+          l_x = l_p - 1;
+          try_incref(l_x);
+          if
+          :: t_ok -> l_v = l_p; break
+          :: else ->
+             d_step { TOUCH(o); l_q = slot[o*NS+j] }
+             if
+             :: l_q == l_p ->
+                d_step { TOUCH(l_x); l_d = sh[l_x] & DYING }
+                if :: l_d -> l_v = 0; break :: else fi
+             :: else
+             fi
+          fi
+       fi
+    od;
+    l_x = 0; l_q = 0; l_d = 0; l_p = 0
+}
+
+/* rcgc_ref_store(&o.s[j], v - 1): v is 0 (NULL) or an object + 1 this
+   thread holds (its reference stays with the thread). */
+inline ref_store(o, j, v)
+{
+    if :: v != 0 -> x_v = v - 1; rcgc_incref(x_v) :: else fi;
+    d_step {
+        TOUCH(o);
+        x_old = slot[o*NS+j]; slot[o*NS+j] = v;
+        if :: v != 0 -> hold[me*NO+v-1]-- :: else fi;        /* now the slot's */
+        if :: x_old != 0 -> hold[me*NO+x_old-1]++ :: else fi /* now ours to drop */
+    }
+    if :: x_old != 0 -> x_v = x_old - 1; rcgc_decref(x_v) :: else fi;
+    x_v = 0; x_old = 0
+}
+
+/* barrier() of slot.c */
+inline barrier(p)
+{
+    d_step { TOUCH(p); b_s = sh[p] & SCAN }
+    if :: b_s -> d_step { TOUCH(p); sh[p] = sh[p] | DIRTY } :: else fi;
+    b_s = 0
+}
+
+/* rcgc_ref_exchange(&o.s[j], v - 1): v's reference moves into the slot, the
+   old value's reference to this thread. */
+inline ref_exchange(o, j, v)
+{
+#ifndef BUG_NO_BARRIER
+    if :: v != 0 -> x_v = v - 1; barrier(x_v) :: else fi;
+#endif
+    d_step { TOUCH(o); x_old = slot[o*NS+j] }
+    do
+    :: 
+#ifndef BUG_NO_BARRIER
+       if :: x_old != 0 -> x_v = x_old - 1; barrier(x_v) :: else fi;
+#endif
+       d_step {
+           TOUCH(o);
+           if
+           :: slot[o*NS+j] == x_old ->
+              slot[o*NS+j] = v; x_ok = 1;
+              if :: v != 0 -> hold[me*NO+v-1]-- :: else fi;
+              if :: x_old != 0 -> hold[me*NO+x_old-1]++ :: else fi
+           :: else -> x_old = slot[o*NS+j]; x_ok = 0
+           fi
+       }
+       if :: x_ok -> break :: else fi
+    od;
+    x_v = 0; x_old = 0; x_ok = 0
+}
+
+/* ---- threads (thread.c) ------------------------------------------------------ */
+
+/* Takes this thread's queue under its bucket lock into q_list; the entries'
+   references are now in this thread's hands (ghost). */
+#define TAKE_ONE(o) if :: inq[o] == me -> inq[o] = 0; q_list = q_list | BIT(o); \
+                                          hold[me*NO+o]++ :: else fi
+#define TAKE_QUEUE  q_list = 0; TAKE_ONE(0); TAKE_ONE(1); TAKE_ONE(2)
+
+/* rcgc__merge_queued for each taken entry */
+inline merge_list()
+{
+    q_o = 0;
+    do
+    :: q_o < NO ->
+       if
+       :: (q_list & BIT(q_o)) ->
+          d_step { hold[me*NO+q_o]-- }           /* the entry's reference goes */
+          merge_counts(q_o, -1);
+          if :: m_c == 0 -> release(q_o) :: else fi
+       :: else
+       fi;
+       q_o++
+    :: else -> break
+    od;
+    q_list = 0; q_o = 0
+}
+
+/* rcgc_safepoint: rcgc__merge_queue_drain, then a quiescent state. */
+inline safepoint()
+{
+    /* the bucket lock is held only to take the queue: one step */
+    atomic {
+        lk[me] == 0 -> TAKE_QUEUE;
+        if :: q_list == 0 -> QUIESCE :: else fi    /* nothing to merge: quiescent now */
+    }
+    if
+    :: q_list != 0 ->
+       merge_list();
+       release_all();
+       atomic { QUIESCE; RESET_TEMPS }
+    :: else
+    fi
+}
+
+/* rcgc_thread_detach: drain_then(leave), then rcgc__epoch_unregister. */
+inline detach()
+{
+    do
+    :: atomic {
+           lk[me] == 0 -> TAKE_QUEUE;
+           if :: q_list == 0 -> gonem = gonem | BIT(me) :: else fi
+       }
+       if
+       :: q_list == 0 -> break
+       :: else -> merge_list(); release_all(); atomic { RESET_TEMPS }
+       fi
+    od;
+    atomic { online = online & ~BIT(me); QUIESCE }
+}
+
+#define TEMPS \
+    byte d_w, d_l, d_act; bit d_ok; int d_s, d_n, d_c; \
+    byte m_l; bit m_ok; int m_s, m_n, m_c; \
+    byte i_w; int i_s; bit t_ok, t_done; int t_s; \
+    byte q_t, q_list, q_o; \
+    byte rel, r_o, r_j, r_c; bit r_d; \
+    byte l_p, l_q, l_x, l_v; int l_d; \
+    byte x_v, x_old; bit x_ok; int b_s
+
+/* ---- a mutator ----------------------------------------------------------------- */
+
+#define HELD(o) (hold[me*NO+(o)] > 0)
+#if NS == 2
+#define PICKJ if :: j = 0 :: j = 1 fi
+#else
+#define PICKJ j = 0
+#endif
+#define PICKV if :: v = 0 :: HELD(0) -> v = 1 :: HELD(1) -> v = 2 :: HELD(2) -> v = 3 fi
+
+proctype mutator(byte me)
+{
+    TEMPS;
+    byte ops, o, j, v, op, kops = (me == 1 -> K1 : K2);
+
+    do
+    :: ops < kops && (HELD(0) || HELD(1) || HELD(2)) ->
+       atomic {                 /* choose an operation and its operands */
+           if
+           :: HELD(0) -> o = 0
+           :: HELD(1) -> o = 1
+           :: HELD(2) -> o = 2
+           fi;
+           if
+           :: (OPS & 1) -> op = 0
+           :: (OPS & 2) -> op = 1; PICKJ
+           :: (OPS & 4) -> op = 2; PICKJ; PICKV
+           :: (OPS & 8) -> op = 3; PICKJ; PICKV
+           fi
+       }
+       if
+       :: op == 0 -> rcgc_decref(o)
+       :: op == 1 -> ref_load(o, j); l_v = 0
+       :: op == 2 -> ref_store(o, j, v)
+       :: op == 3 -> ref_exchange(o, j, v)
+       fi;
+       release_all();
+       atomic { ops++; o = 0; j = 0; v = 0; op = 0; RESET_TEMPS }
+    :: safepoint()
+    :: ops == kops || !(HELD(0) || HELD(1) || HELD(2)) -> break
+    od;
+    /* exit: drop every reference, then detach */
+#ifndef EXIT_CONCURRENT
+    /* the exit phase waits, at safepoints, for the concurrent collections
+       to end (a bound on the state space; -DEXIT_CONCURRENT lifts it) */
+    do
+    :: cdone -> break
+    :: !cdone -> safepoint()
+    od;
+#endif
+    o = 0;
+    do
+    :: o < NO ->
+       if
+       :: HELD(o) -> rcgc_decref(o); release_all(); atomic { RESET_TEMPS }
+       :: else -> o++
+       fi
+    :: else -> break
+    od;
+    detach()
+}
+
+/* ---- the collector (collector.c) --------------------------------------------------- */
+
+/* take_candidates / mark_visit: pin, then add_member (flag). */
+inline take(c)
+{
+    if
+    :: !(c_mb & BIT(c)) ->
+#ifndef BUG_NO_PIN
+       try_incref(c);
+#else
+       d_step { TOUCH(c); t_s = sh[c]; t_ok = (REFUSED(t_s) -> 0 : 1) }
+#endif
+       if
+       :: t_ok ->
+#ifndef BUG_OWNER_STORE
+          d_step {
+              c_ord[c_nm] = c; c_nm++; c_mb = c_mb | BIT(c);
+              TOUCH(c); ow[c] = ow[c] | O_SCAN                        /* fetch_or */
+          }
+#else
+          d_step { c_ord[c_nm] = c; c_nm++; c_mb = c_mb | BIT(c); TOUCH(c); c_sow[c] = ow[c] }
+          d_step { TOUCH(c); ow[c] = c_sow[c] | O_SCAN }
+#endif
+          d_step { TOUCH(c); sh[c] = (sh[c] | SCAN) & ~DIRTY }       /* CAS loop */
+       :: else
+       fi
+    :: else
+    fi
+}
+
+#ifdef BUG_NO_PIN
+#define PIN 0
+#else
+#define PIN 1
+#endif
+#define BIG 100
+
+/* examine steps 4-5 on the recorded readings: cyclic counts, colours,
+   white components (smallest member id as label). */
+#define CRC_ONE(m) \
+    if \
+    :: (c_mb & BIT(m)) -> \
+       if \
+       :: (c_ss[m] & DYING) -> c_crc[m] = BIG \
+       :: !(c_ss[m] & DYING) && (c_ss[m] & (QUEUED | DIRTY)) -> c_crc[m] = BIG; c_fate[m] = F_RETRY \
+       :: else -> c_crc[m] = CNT(c_ss[m]) + ((c_ss[m] & MERGED) -> 0 : c_ll[m]) - PIN \
+       fi \
+    :: else \
+    fi
+
+inline compute()
+{
+    atomic {      /* deterministic; atomic, not d_step: spin refuses a jump into a d_step with loops */
+        c_fate[0] = F_LIVE; c_fate[1] = F_LIVE; c_fate[2] = F_LIVE;
+        CRC_ONE(0); CRC_ONE(1); CRC_ONE(2);
+        for (c_k : 0 .. NSL-1) {
+            if
+            :: (c_mb & BIT(c_k / NS)) && c_ed[c_k] != 0 && (c_mb & BIT(c_ed[c_k] - 1)) ->
+               c_crc[c_ed[c_k] - 1] = c_crc[c_ed[c_k] - 1] - 1
+            :: else
+            fi
+        };
+        c_black = 0;
+        for (c_k : 0 .. NO-1) {
+            if :: (c_mb & BIT(c_k)) && c_crc[c_k] > 0 -> c_black = c_black | BIT(c_k) :: else fi
+        };
+        for (c_i : 0 .. NO-1) {          /* black spreads along recorded edges */
+            for (c_k : 0 .. NSL-1) {
+                if
+                :: (c_black & BIT(c_k / NS)) && c_ed[c_k] != 0 && (c_mb & BIT(c_ed[c_k] - 1)) ->
+                   c_black = c_black | BIT(c_ed[c_k] - 1)
+                :: else
+                fi
+            }
+        };
+        c_white = c_mb & ~c_black;
+        c_comp[0] = 0; c_comp[1] = 1; c_comp[2] = 2;
+        for (c_i : 0 .. NO-1) {          /* union of white-white edges */
+            for (c_k : 0 .. NSL-1) {
+                if
+                :: (c_white & BIT(c_k / NS)) && c_ed[c_k] != 0 && (c_white & BIT(c_ed[c_k] - 1)) ->
+                   c_x = c_comp[c_k / NS];
+                   c_y = c_comp[c_ed[c_k] - 1];
+                   if :: c_y < c_x -> c_x = c_y :: else fi;
+                   for (c_j : 0 .. NO-1) {
+                       if
+                       :: c_comp[c_j] == c_comp[c_k / NS] || c_comp[c_j] == c_comp[c_ed[c_k] - 1] ->
+                          c_comp[c_j] = c_x
+                       :: else
+                       fi
+                   }
+                :: else
+                fi
+            }
+        };
+        for (c_k : 0 .. NO-1) {
+            if :: (c_white & BIT(c_k)) -> c_fate[c_k] = F_FREED :: else fi
+        };
+        c_i = 0; c_j = 0; c_k = 0; c_x = 0; c_y = 0
+    }
+}
+
+/* The free is decided for every F_FREED member: A1 (no thread but the
+   collector's pin, no slot outside the component, no queue entry), A2. */
+#define FREED_SET(x) (c_fate[x] == F_FREED)
+inline decide()
+{
+    atomic {
+        c_j = 0;
+        for (c_k : 0 .. NO-1) {
+            if
+            :: FREED_SET(c_k) ->
+               assert(!dead[c_k]);
+               assert(hold[1*NO+c_k] == 0 && hold[2*NO+c_k] == 0);
+               assert(inq[c_k] == 0);
+               for (c_j : 0 .. NSL-1) {
+                   assert(slot[c_j] != c_k + 1 ||
+                          (FREED_SET(c_j / NS) && c_comp[c_j / NS] == c_comp[c_k]))
+               };
+               dead[c_k] = 1;
+               hold[COLL*NO+c_k] = 0          /* the pin dies with it */
+            :: else
+            fi
+        };
+        c_j = 0; c_k = 0
+    }
+}
+
+/* One collection from the candidates in c_cand (a bitmask). */
+inline collect()
+{
+    c_mb = 0; c_nm = 0;
+    /* 1. roots */
+    c_i = 0;
+    do
+    :: c_i < NO -> if :: (c_cand & BIT(c_i)) -> c_c = c_i; take(c_c) :: else fi; c_i++
+    :: else -> break
+    od;
+    /* 2. mark */
+    c_i = 0;
+    do
+    :: c_i < c_nm ->
+       c_m = c_ord[c_i]; c_j = 0;
+       do
+       :: c_j < NS ->
+          d_step { TOUCH(c_m); c_p = slot[c_m*NS+c_j] }
+          if :: c_p != 0 -> c_c = c_p - 1; take(c_c) :: else fi;
+          c_j++
+       :: else -> break
+       od;
+       c_i++
+    :: else -> break
+    od;
+    if
+    :: c_nm > 0 ->
+#ifndef BUG_NO_GRACE
+       /* 3. grace: rcgc__epoch_synchronize (offline for the wait) */
+       d_step { online = online & ~BIT(me); QUIESCE; gp_need = online & 6 }
+       gp_need == 0;
+       online = online | BIT(me);
+#endif
+       /* 4. count: one reading of each member's counts and slots */
+       c_i = 0;
+       do
+       :: c_i < c_nm ->
+          c_m = c_ord[c_i];
+          d_step { TOUCH(c_m); c_ss[c_m] = sh[c_m] }
+          d_step { TOUCH(c_m); c_ll[c_m] = lc[c_m] }
+          d_step { TOUCH(c_m); c_ed[c_m*NS] = slot[c_m*NS] }
+          d_step { TOUCH(c_m); c_ed[c_m*NS+1] = slot[c_m*NS+1] }
+          c_i++
+       :: else -> break
+       od;
+       /* 5. scan */
+       compute();
+       /* 6. delta, per component, in member order */
+       c_i = 0;
+       do
+       :: c_i < c_nm ->
+          c_m = c_ord[c_i];
+          if
+          :: c_fate[c_m] == F_FREED ->
+             d_step {
+                 TOUCH(c_m);
+                 if
+                 :: sh[c_m] == c_ss[c_m] -> sh[c_m] = c_ss[c_m] | DYING; c_ok = 1
+                 :: else -> c_ok = 0
+                 fi
+             }
+             if
+             :: !c_ok ->
+                c_k = 0;
+                do
+                :: c_k < c_nm ->
+                   c_o = c_ord[c_k];
+                   if
+                   :: (c_white & BIT(c_o)) && c_comp[c_o] == c_comp[c_m] ->
+                      if
+                      :: c_fate[c_o] == F_FREED && c_k < c_i ->
+                         d_step { TOUCH(c_o); sh[c_o] = sh[c_o] & ~DYING }
+                      :: else
+                      fi;
+                      c_fate[c_o] = F_RETRY
+                   :: else
+                   fi;
+                   c_k++
+                :: else -> break
+                od;
+                c_k = 0; c_o = 0
+             :: else
+             fi
+          :: else
+          fi;
+          c_i++
+       :: else -> break
+       od;
+       decide();
+       /* 7. free: release_visit on each slot, then dispose */
+       c_i = 0;
+       do
+       :: c_i < c_nm ->
+          c_m = c_ord[c_i];
+          if
+          :: c_fate[c_m] == F_FREED ->
+             c_j = 0;
+             do
+             :: c_j < NS ->
+                d_step {
+                    TOUCH(c_m);
+                    c_p = slot[c_m*NS+c_j]; slot[c_m*NS+c_j] = 0;
+                    if
+                    :: c_p != 0 && !(FREED_SET(c_p - 1) && c_comp[c_p - 1] == c_comp[c_m]) ->
+                       c_c = c_p - 1; hold[COLL*NO+c_c]++; c_ok = 1
+                    :: else -> c_ok = 0
+                    fi
+                }
+                if :: c_ok -> rcgc_decref(c_c) :: else fi;
+                c_j++
+             :: else -> break
+             od
+          :: else
+          fi;
+          c_i++
+       :: else -> break
+       od;
+       c_i = 0;
+       do
+       :: c_i < c_nm ->
+          c_m = c_ord[c_i];
+          if :: c_fate[c_m] == F_FREED -> dispose(c_m) :: else fi;
+          c_i++
+       :: else -> break
+       od;
+       release_all()
+    :: else
+    fi;
+    /* 8. unflag and unpin the survivors */
+    c_i = 0;
+    do
+    :: c_i < c_nm ->
+       c_m = c_ord[c_i];
+       if
+       :: c_fate[c_m] != F_FREED ->
+#ifndef BUG_OWNER_STORE
+          d_step { TOUCH(c_m); ow[c_m] = ow[c_m] & ~O_SCAN }      /* fetch_and */
+#else
+          d_step { TOUCH(c_m); ow[c_m] = c_sow[c_m] & ~O_SCAN }   /* writes the saved word back */
+#endif
+          d_step { TOUCH(c_m); sh[c_m] = sh[c_m] & ~(SCAN | DIRTY) }
+#ifndef BUG_NO_PIN
+          rcgc_decref(c_m);                                      /* unpin */
+          release_all()
+#endif
+       :: else
+       fi;
+       c_i++
+    :: else -> break
+    od;
+    /* clean the table for the state vector */
+    atomic {
+        c_i = 0;
+        for (c_k : 0 .. NO-1) {
+            c_ord[c_k] = 0; c_ss[c_k] = 0; c_ll[c_k] = 0; c_crc[c_k] = 0;
+            c_fate[c_k] = 0; c_comp[c_k] = 0; c_sow[c_k] = 0
+        };
+        for (c_k : 0 .. NSL-1) { c_ed[c_k] = 0 };
+        c_k = 0; c_i = 0; c_j = 0; c_m = 0; c_p = 0; c_c = 0; c_s = 0; c_ok = 0;
+        c_mb = 0; c_nm = 0; c_black = 0; c_white = 0; c_cand = 0;
+        RESET_TEMPS
+    }
+}
+
+proctype collector()
+{
+    TEMPS;
+    byte me = COLL;
+    byte c_ord[NO], c_nm, c_mb, c_i, c_j, c_k, c_m, c_o, c_p, c_c, c_x, c_y;
+    byte c_cand, c_black, c_white, c_n;
+    int  c_s, c_ss[NO], c_crc[NO];
+    byte c_ll[NO], c_ed[NSL], c_fate[NO], c_comp[NO], c_sow[NO];
+    bit  c_ok;
+
+    do
+    :: c_n < NCOLL ->
+       /* rcgc_blocking_end: online; a candidate from the buffers */
+       atomic {
+           online = online | BIT(me);
+           if
+           :: !dead[0] -> c_cand = BIT(0)
+           :: !dead[1] -> c_cand = BIT(1)
+           :: !dead[2] -> c_cand = BIT(2)
+           :: else -> c_cand = 0
+           fi
+       }
+       collect();
+       /* rcgc_safepoint, then rcgc_blocking_begin: offline while idle */
+       d_step { QUIESCE; online = online & ~BIT(me) }
+       c_n++
+    :: c_n == NCOLL -> break
+#ifdef EXIT_CONCURRENT
+    :: gonem == 6 -> break
+#endif
+    od;
+    cdone = 1;
+    gonem == 6;
+    /* the mutators are gone: a full collection of everything left */
+    atomic {
+        online = online | BIT(me);
+        c_cand = (dead[0] -> 0 : 1) | (dead[1] -> 0 : 2) | (dead[2] -> 0 : 4)
+    }
+    collect();
+    d_step { QUIESCE; online = online & ~BIT(me) }
+    /* A5: no reference is left anywhere, so nothing may be left alive */
+    assert(dead[0] && dead[1] && dead[2])
+}
+
+init {
+    atomic {
+        /* T1 owns o0, o1; T2 owns o2.  T1 holds o0 and o1, T2 holds o2.
+           o0.s0 -> o2 (T1's store: shared), o2.s0 -> o0 (T2's store: shared). */
+        ow[0] = TIDW(1); lc[0] = 1; sh[0] = ONE;
+        ow[1] = TIDW(1); lc[1] = 1; sh[1] = 0;
+        ow[2] = TIDW(2); lc[2] = 1; sh[2] = ONE;
+        slot[0*NS+0] = 3;
+        slot[2*NS+0] = 1;
+        hold[1*NO+0] = 1; hold[1*NO+1] = 1; hold[2*NO+2] = 1;
+        online = BIT(1) | BIT(2);
+        run mutator(1);
+        run mutator(2);
+        run collector()
+    }
+}
