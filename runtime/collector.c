@@ -61,12 +61,14 @@
  *              changes the word.  A failing component is un-DYINGed and
  *              its members go back to the candidates.
  *  7. free     for a passing component: every member's finalizer runs once
- *              (FINALIZED) with the whole component intact; the words are
- *              checked again (a finalizer that stored a member somewhere
+ *              (FINALIZED) with the whole component intact; if any ran, the
+ *              words are checked again (a finalizer that stored a member somewhere
  *              changed a count: the component is resurrected, kept, and
  *              not finalized again); then every slot is cleared, references
  *              leaving the component are dropped, and each member is
- *              disposed; its memory waits for a grace period (epoch.c).
+ *              disposed; its memory goes back at once unless it was ever
+ *              overwritten out of a slot (then after a grace period:
+ *              object.c explains why no other thread can be reading it).
  *  8. unflag   survivors lose SCAN/DIRTY (fetch_and, hole 4) and their pin
  *              (a decrement that buffers nothing).
  *
