@@ -129,6 +129,15 @@ void rcgc__quarantine(rcgc__header *h)
         rcgc__mem_release(evicted);
 }
 
+void rcgc__quarantine_list(rcgc__header *h)
+{
+    while (h != NULL) {
+        rcgc__header *next = h->link;
+        rcgc__quarantine(h);
+        h = next;
+    }
+}
+
 void rcgc__quarantine_flush(void)
 {
     pthread_mutex_lock(&quarantine.lock);

@@ -86,15 +86,6 @@ static struct {
     .done = PTHREAD_COND_INITIALIZER,
 };
 
-static void free_list(rcgc__header *h)
-{
-    while (h != NULL) {
-        rcgc__header *next = h->link;
-        rcgc__quarantine(h);
-        h = next;
-    }
-}
-
 static void *reclaimer_main(void *arg)
 {
     (void)arg;
@@ -137,7 +128,7 @@ static void *reclaimer_main(void *arg)
            registered online thread to pass a quiescent state. */
         urcu_qsbr_synchronize_rcu();
         tsan_grace_over();
-        free_list(list);
+        rcgc__quarantine_list(list);
         /* Release: pairs with rcgc__epoch_gp_completed(); a thread that
            sees gp done frees its own batches sealed before it began. */
         rcgc__u64_store_release(&reclaimer.gp_completed, gp);

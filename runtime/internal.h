@@ -200,6 +200,7 @@ _Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj)
 _Noreturn void rcgc__fatal_type(const char *fn, const char *problem, const rcgc_type *type);
 void rcgc__poison(rcgc__header *h);
 void rcgc__quarantine(rcgc__header *h);     /* debug builds: delays the real free */
+void rcgc__quarantine_list(rcgc__header *h); /* ... every object of a link list */
 void rcgc__quarantine_flush(void);
 
 #if RCGC_DEBUG

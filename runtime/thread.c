@@ -106,6 +106,17 @@ int rcgc_thread_attach(void)
     return 0;
 }
 
+/* Merges the entries of a merge queue taken off a thread. */
+static void merge_list(rcgc__header *list)
+{
+    while (list != NULL) {
+        rcgc__header *h = list;
+        list = h->link;
+        h->link = NULL;
+        rcgc__merge_queued(h);
+    }
+}
+
 /* Pops the whole queue; under the bucket lock, when it is empty, sets
    `blocked` (to block) or unlinks the thread (to leave).  Loops because
    merging can release objects whose teardown queues more to us. */
@@ -134,12 +145,7 @@ static void drain_then(rcgc__thread *th, bool leave)
         th->merge_queue_len = 0;
         rcgc__u32_store_relaxed(&th->merge_pending, 0);
         pthread_mutex_unlock(&b->lock);
-        while (list != NULL) {
-            rcgc__header *h = list;
-            list = h->link;
-            h->link = NULL;
-            rcgc__merge_queued(h);
-        }
+        merge_list(list);
     }
 }
 
@@ -221,12 +227,7 @@ void rcgc__merge_queue_drain(rcgc__thread *th)
     th->merge_queue_len = 0;
     rcgc__u32_store_relaxed(&th->merge_pending, 0);
     pthread_mutex_unlock(&b->lock);
-    while (list != NULL) {
-        rcgc__header *h = list;
-        list = h->link;
-        h->link = NULL;
-        rcgc__merge_queued(h);
-    }
+    merge_list(list);
 }
 
 /* Frees the sealed batches whose grace period is over, on this thread. */
@@ -241,11 +242,7 @@ void rcgc__reclaim_poll(rcgc__thread *th)
         th->sealed_head = s->next;
         if (th->sealed_head == NULL)
             th->sealed_tail = NULL;
-        while (h != NULL) {
-            rcgc__header *next = h->link;
-            rcgc__quarantine(h);
-            h = next;
-        }
+        rcgc__quarantine_list(h);
         free(s);
     }
 }
