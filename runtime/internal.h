@@ -97,6 +97,12 @@ typedef struct rcgc__roots {
  * The per-thread record.  Cache-line aligned: other threads read its
  * counters and push to its queue.
  */
+/* The thread cache (runtime.c): freed object memory of up to
+   RCGC__CACHE_CLASSES * 16 bytes is kept per thread, by size class, up to
+   RCGC__CACHE_BYTES in all, when objects come from malloc. */
+#define RCGC__CACHE_CLASSES 16
+#define RCGC__CACHE_BYTES   ((size_t)8 << 20)
+
 typedef struct rcgc__thread {
     uintptr_t tid;                  /* never reused; constant */
 
@@ -111,6 +117,9 @@ typedef struct rcgc__thread {
     rcgc__u64     allocated;        /* store_release by this thread, load_acquire by stats */
     rcgc__u64     freed;
     bool          no_buffer;        /* collector unpinning: decrements buffer nothing */
+    void         *cache[RCGC__CACHE_CLASSES];   /* free blocks of (class + 1) * 16 bytes,
+                                                   linked through their first word */
+    size_t        cached;                       /* ... their bytes */
     bool          in_collection;    /* this thread runs a collection (finalizers) */
 
     /* Candidate roots, protected by roots_lock (the collector steals the
@@ -136,6 +145,7 @@ typedef struct rcgc__runtime {
     pthread_mutex_t lock;           /* protects everything below */
     bool            running;
     rcgc_options    opts;           /* alloc/free hooks, read-only while running */
+    bool            cache;          /* malloc/free, no hooks: thread caches on */
     rcgc__thread   *threads;        /* attached threads */
     size_t          nthreads;
     uint64_t        retired_allocated;  /* counters of detached threads */
@@ -144,7 +154,8 @@ typedef struct rcgc__runtime {
 extern rcgc__runtime rcgc__rt;
 
 void *rcgc__mem_alloc(size_t size);
-void  rcgc__mem_release(rcgc__header *h);   /* returns memory to the free hook now */
+void  rcgc__mem_release(rcgc__header *h);   /* to the thread cache or the free hook, now */
+void  rcgc__cache_flush(rcgc__thread *th);  /* the thread cache back to free() */
 static inline void rcgc__counter_bump(rcgc__u64 *c)
 {
     /* Only the owning thread writes; release pairs with rcgc_get_stats(). */

@@ -34,7 +34,11 @@
  * ref_shared produces MERGED with count 0; the thread whose RMW produced it
  * releases the object.  A try-increment (rcgc_ref_load) refuses MERGED 0
  * and anything DYING.  No thread ever frees on the strength of a plain
- * load (Nim RFC #575; PITFALLS 10).
+ * load (Nim RFC #575; PITFALLS 10), with one exception that cannot race:
+ * an owner dropping its last local reference to an untracked object that
+ * was never overwritten out of a slot, whose shared word reads exactly 0
+ * (acquire), is the only holder and no thread can take a new reference
+ * (rcgc__decref_owner_last), so it releases without a CAS.
  *
  * Invariants (tests check them through rcgc__test_raw):
  *
@@ -229,6 +233,23 @@ void rcgc__decref_owner_last(void *obj)
     if (rcgc__u32_load_relaxed(&h->ref_local) == 0) {
         /* Impossible while owned (I1) unless the caller over-released. */
         rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
+        return;
+    }
+    /* Death without a read-modify-write (CPython's
+       _Py_MergeZeroLocalRefcount): shared word exactly 0, no flag, no
+       queue entry, so ours is the last reference and no other thread can
+       be deciding anything about this object.  Nor can one be taking a
+       new reference: that needs a reference already, except for a
+       try-increment through a stale slot read, which only an overwrite
+       makes possible (UNLINKED), or the collector's through its buffers
+       and registry, which hold tracked objects only.  Acquire: non-owner
+       decrements that brought the word to 0 happen-before the teardown. */
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & (RCGC__GC_TRACKED | RCGC__GC_UNLINKED)) &&
+        rcgc__sword_load_acquire(&h->ref_shared) == 0) {
+        rcgc__word_store_relaxed(&h->owner, 0);              /* I2 */
+        rcgc__u32_store_relaxed(&h->ref_local, 0);
+        rcgc__sword_store_relaxed(&h->ref_shared, RCGC__SHARED_MERGED);
+        rcgc__release(h);
         return;
     }
     if (rcgc__merge_counts(h, -1) == 0)

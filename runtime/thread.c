@@ -165,6 +165,7 @@ void rcgc_thread_detach(void)
     rcgc__tls_tid = RCGC__TID_DETACHED;
     rcgc__roots_flush(th);
     rcgc__reclaim_flush(th);
+    rcgc__cache_flush(th);
 
     pthread_mutex_lock(&rcgc__rt.lock);
     if (th->all_prev)
