@@ -405,23 +405,52 @@ void rcgc__roots_flush(rcgc__thread *th)
 enum { WHITE, BLACK };
 enum { FATE_LIVE, FATE_RETRY, FATE_FREED, FATE_SAVED };
 
+/* A member record is 32 bytes: the table is read in full by most steps,
+   and at a million members its size is the collector's memory traffic.
+   Indices are 32-bit (MEMBER_MAX members and edges per collection; past
+   that a collection unwinds as if out of memory).  A count above CRC_MAX
+   is kept as CRC_MAX: such a member is black. */
+#define MEMBER_MAX ((size_t)UINT32_MAX - 1)
+#define CRC_MAX    (INT32_MAX / 2)
+
+enum {                             /* member.flags */
+    M_EXTERNAL  = 1,               /* held a reference to a non-member (step 4) */
+    M_FINALIZER = 2,               /* its type has a finalizer */
+    M_FAILED    = 4,               /* component root: the component is kept */
+};
+
 typedef struct member {
     rcgc__header *h;
     intptr_t      shared;          /* the word read in step 4 */
-    intptr_t      crc;             /* cyclic count */
-    size_t        edges, nedges;   /* out-edges: a range of the edge table */
-    size_t        parent;          /* union-find over white edges */
-    uint8_t       color, fate;
+    uint32_t      edges;           /* out-edges to members: edge table from
+                                      here to the next member's edges */
+    uint32_t      parent;          /* union-find over white edges */
+    int32_t       crc;             /* cyclic count */
+    uint8_t       color, fate, flags;
 } member;
+
+_Static_assert(sizeof(member) == 32, "member records stay small");
 
 typedef struct collection {
     rcgc__thread *th;
     vec members, edges, stack, extra;
     size_t candidates, delta_failures, sigma_failures;
     size_t collected, uncollectable;
+    uint32_t external;             /* edge_visit's count for the member at hand */
     unsigned debug;
     bool oom;
 } collection;
+
+/* Most passes visit members in table order and miss the cache on each
+   header: ask for the one PREFETCH_AHEAD places on early. */
+#define PREFETCH_AHEAD 8
+
+static inline void prefetch_object(rcgc__header *h)
+{
+    __builtin_prefetch(rcgc__gclink_of(h), 1);
+    __builtin_prefetch(h, 1);
+    __builtin_prefetch((char *)h + 64, 1);
+}
 
 static member *member_at(collection *c, size_t i)
 {
@@ -435,33 +464,37 @@ static size_t index_of(rcgc__header *h)
 
 static bool push_index(collection *c, vec *v, size_t i)
 {
-    if (!vec_reserve(v, 1)) {
+    if (v->n >= MEMBER_MAX || !vec_reserve(v, 1)) {
         c->oom = true;
         return false;
     }
-    VEC_AT(v, size_t, v->n++) = i;
+    VEC_AT(v, uint32_t, v->n++) = (uint32_t)i;
     return true;
 }
 
-/* Takes over the caller's pin on h, flags h, queues it for marking. */
+/* The end of member i's range of out-edges. */
+static size_t edges_end(collection *c, size_t i)
+{
+    return i + 1 < c->members.n ? member_at(c, i + 1)->edges : c->edges.n;
+}
+
+/* Room for one more member (and its place on the mark stack). */
+static bool member_room(collection *c)
+{
+    if (!c->oom && c->members.n < MEMBER_MAX && vec_reserve(&c->members, 1) &&
+        vec_reserve(&c->stack, 1))
+        return true;
+    c->oom = true;
+    return false;
+}
+
+/* h is pinned and flagged (rcgc__pin_flag), and member_room said yes:
+   enter it and queue it for marking. */
 static void add_member(collection *c, rcgc__header *h)
 {
-    member m = { .h = h };
-    intptr_t s;
-
-    if (!vec_reserve(&c->members, 1) || !vec_reserve(&c->stack, 1)) {
-        c->oom = true;
-        unpin(h);
-        return;
-    }
-    VEC_AT(&c->members, member, c->members.n) = m;
+    VEC_AT(&c->members, member, c->members.n) = (member){ .h = h };
     rcgc__gclink_of(h)->index = ++c->members.n;
-    rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_SCAN);
-    s = rcgc__sword_load_relaxed(&h->ref_shared);
-    while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
-                                    (s | RCGC__SHARED_SCAN) & ~RCGC__SHARED_DIRTY))
-        ;
-    VEC_AT(&c->stack, size_t, c->stack.n++) = c->members.n - 1;
+    VEC_AT(&c->stack, uint32_t, c->stack.n++) = (uint32_t)(c->members.n - 1);
 }
 
 static void mark_visit(rcgc_ref *slot, void *ctx)
@@ -479,7 +512,7 @@ static void mark_visit(rcgc_ref *slot, void *ctx)
         index_of(h) != 0)
         return;
     /* We are online: the object's memory stays while we try. */
-    if (rcgc__try_incref(h))
+    if (member_room(c) && rcgc__pin_flag(h, 0))
         add_member(c, h);
 }
 
@@ -495,6 +528,8 @@ static void edge_visit(rcgc_ref *slot, void *ctx)
             ? index_of(rcgc__hdr(obj)) : 0;
     if (j != 0)
         push_index(c, &c->edges, j - 1);
+    else
+        c->external++;
 }
 
 static size_t find(collection *c, size_t i)
@@ -526,7 +561,7 @@ static void release_visit(rcgc_ref *slot, void *ctx)
     j = (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED) ? index_of(h) : 0;
     if (j != 0 && member_at(r->c, j - 1)->fate == FATE_FREED &&
         find(r->c, j - 1) == r->comp)
-        return;
+        return;                    /* dies with the component */
     rcgc_decref(obj);
 }
 
@@ -536,37 +571,43 @@ static void debug_line(const char *what, rcgc__header *h)
             h->type->name ? h->type->name : "?", rcgc__body(h));
 }
 
+/* One root buffer entry: pinned, flagged and entered, or let go. */
+static void take_candidate(collection *c, rcgc__header *h)
+{
+    uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
+    bool enter = !(bits & RCGC__GC_FROZEN) && index_of(h) == 0 && member_room(c);
+
+    c->candidates++;
+    /* UNBUFFERED before BUFFERED goes: an owner decrement between the two
+       buffers nothing, but this collection examines the object after it
+       anyway (its counts are read after the grace period, or its word
+       changed).  The pin keeps a zombie from forming meanwhile. */
+    if (enter ? rcgc__pin_flag(h, RCGC__OWNER_UNBUFFERED) : rcgc__try_incref(h)) {
+        if (!enter)
+            rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
+        rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
+        if (enter)
+            add_member(c, h);
+        else
+            unpin(h);
+        return;
+    }
+    /* Dead: the entry goes, and a zombie's memory with it.  acq_rel pairs
+       with rcgc__dispose. */
+    bits = rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
+    if (bits & RCGC__GC_ZOMBIE)
+        rcgc__free_memory(c->th, h);
+}
+
 static void take_candidates(collection *c, rcgc__roots *chunks)
 {
     while (chunks != NULL) {
         rcgc__roots *next = chunks->next;
 
         for (size_t i = 0; i < chunks->n; i++) {
-            rcgc__header *h = chunks->items[i];
-            uint32_t bits;
-
-            c->candidates++;
-            if (c->oom || !rcgc__try_incref(h)) {
-                /* Dead (or no room): the entry goes; a zombie's memory
-                   with it.  acq_rel pairs with rcgc__dispose. */
-                bits = rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
-                if (bits & RCGC__GC_ZOMBIE)
-                    rcgc__free_memory(c->th, h);
-                /* else alive but not examined (out of memory): a candidate
-                   again at its next decrement */
-                continue;
-            }
-            /* UNBUFFERED before BUFFERED goes: an owner decrement between
-               the two buffers nothing, but this collection examines the
-               object after it anyway (its counts are read after the grace
-               period, or its word changed). */
-            rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
-            rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
-            bits = rcgc__u32_load_relaxed(&h->gc_bits);
-            if ((bits & RCGC__GC_FROZEN) || index_of(h) != 0)
-                unpin(h);
-            else
-                add_member(c, h);
+            if (i + PREFETCH_AHEAD < chunks->n)
+                prefetch_object(chunks->items[i + PREFETCH_AHEAD]);
+            take_candidate(c, chunks->items[i]);
         }
         free(chunks);
         chunks = next;
@@ -611,40 +652,95 @@ static void run_callbacks(rcgc_phase phase, const rcgc_collect_info *info)
     free(copy);
 }
 
-/* Steps 4-8 for members [0, n). */
+/* Keeps every white member whose component root is M_FAILED, with the
+   given fate: DYING goes from those that had it. */
+static void keep_failed(collection *c, uint8_t fate, bool uncollectable)
+{
+    for (size_t k = 0; k < c->members.n; k++) {
+        member *o = member_at(c, k);
+        if (o->color != WHITE || o->fate == FATE_LIVE ||
+            !(member_at(c, find(c, k))->flags & M_FAILED))
+            continue;
+        if (o->fate == FATE_FREED)
+            rcgc__sword_fetch_and_relaxed(&o->h->ref_shared, ~RCGC__SHARED_DYING);
+        if (uncollectable) {
+            c->uncollectable++;
+            if (c->debug & RCGC_DEBUG_UNCOLLECTABLE)
+                debug_line("uncollectable", o->h);
+        }
+        o->fate = fate;
+    }
+    for (size_t k = 0; k < c->members.n; k++)
+        member_at(c, k)->flags &= (uint8_t)~M_FAILED;
+}
+
+/* Marks the component of member i to be kept; true if it was not yet. */
+static bool fail_component(collection *c, size_t i)
+{
+    member *root = member_at(c, find(c, i));
+
+    if (root->flags & M_FAILED)
+        return false;
+    root->flags |= M_FAILED;
+    return true;
+}
+
+/* Steps 4-7 for members [0, n).  Each step is one pass over the member
+   table; passes that touch object headers prefetch ahead. */
 static void examine(collection *c)
 {
     size_t n = c->members.n;
+    bool failed = false, overcounted = false, finalizers = false, finalized = false;
 
     /* 4. count: one reading of each member's counts and slots. */
     for (size_t i = 0; i < n && !c->oom; i++) {
         member *m = member_at(c, i);
         rcgc__header *h = m->h;
-        intptr_t s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the
-                                   acq_rel count RMWs and merges' release of local */
-        uint32_t local = rcgc__u32_load_acquire(&h->ref_local);
+        const rcgc_type *type;
+        intptr_t s, count;
+        uint32_t local;
 
+        if (i + PREFETCH_AHEAD < n)
+            prefetch_object(member_at(c, i + PREFETCH_AHEAD)->h);
+        s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
+                                   count RMWs and merges' release of local */
+        local = rcgc__u32_load_acquire(&h->ref_local);
         m->shared = s;
-        m->parent = i;
+        m->parent = (uint32_t)i;
         if (s & (RCGC__SHARED_IMMORTAL | RCGC__SHARED_DYING)) {
-            m->crc = INTPTR_MAX / 2;
+            m->crc = CRC_MAX;
         } else if (s & (RCGC__SHARED_QUEUED | RCGC__SHARED_DIRTY)) {
             /* Touched since flagged, or a queue entry pending at a
                safepoint: not decided now; examined again next time. */
-            m->crc = INTPTR_MAX / 2;
+            m->crc = CRC_MAX;
             m->fate = FATE_RETRY;
+        } else {
+            count = (s >> RCGC__SHARED_SHIFT) +
+                    ((s & RCGC__SHARED_MERGED) ? 0 : (intptr_t)local) - 1;
+            m->crc = count < CRC_MAX ? (int32_t)count : CRC_MAX;
         }
-        else
-            m->crc = (s >> RCGC__SHARED_SHIFT) +
-                     ((s & RCGC__SHARED_MERGED) ? 0 : (intptr_t)local) - 1;
-        m->edges = c->edges.n;
-        h->type->traverse(rcgc__body(h), edge_visit, c);
-        member_at(c, i)->nedges = c->edges.n - member_at(c, i)->edges;
+        if (c->edges.n >= MEMBER_MAX) {
+            c->oom = true;
+            break;
+        }
+        m->edges = (uint32_t)c->edges.n;
+        c->external = 0;
+        type = h->type;
+        type->traverse(rcgc__body(h), edge_visit, c);
+        if (c->external != 0)
+            m->flags |= M_EXTERNAL;
+        if (type->finalize != NULL) {
+            m->flags |= M_FINALIZER;
+            finalizers = true;
+        }
     }
     if (c->oom)
         return;
-    for (size_t e = 0; e < c->edges.n; e++)
-        member_at(c, VEC_AT(&c->edges, size_t, e))->crc--;
+    for (size_t e = 0; e < c->edges.n; e++) {
+        member *t = member_at(c, VEC_AT(&c->edges, uint32_t, e));
+        if (t->crc > -CRC_MAX)
+            t->crc--;
+    }
 
     /* 5. scan: black spreads from the externally referenced. */
     c->stack.n = 0;
@@ -655,152 +751,162 @@ static void examine(collection *c)
             return;
     }
     while (c->stack.n > 0) {
-        member *m = member_at(c, VEC_AT(&c->stack, size_t, --c->stack.n));
-        for (size_t e = m->edges; e < m->edges + m->nedges; e++) {
-            size_t j = VEC_AT(&c->edges, size_t, e);
-            if (member_at(c, j)->color == WHITE) {
-                member_at(c, j)->color = BLACK;
-                if (!push_index(c, &c->stack, j))
+        size_t i = VEC_AT(&c->stack, uint32_t, --c->stack.n);
+        for (size_t e = member_at(c, i)->edges, end = edges_end(c, i); e < end; e++) {
+            member *t = member_at(c, VEC_AT(&c->edges, uint32_t, e));
+            if (t->color == WHITE) {
+                t->color = BLACK;
+                if (!push_index(c, &c->stack, VEC_AT(&c->edges, uint32_t, e)))
                     return;
             }
         }
     }
 
-    /* 6. delta, per connected component of the white subgraph. */
+    /* 6. delta: the white subgraph's connected components (union-find), and
+       each member's CAS, which checks its word and sets DYING; a failure
+       keeps its whole component (after the pass, when components are
+       known), so one busy object does not hold back unrelated garbage. */
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
+        if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->color == WHITE)
+            __builtin_prefetch(member_at(c, i + PREFETCH_AHEAD)->h, 1);
         if (m->color != WHITE)
             continue;
-        for (size_t e = m->edges; e < m->edges + m->nedges; e++) {
-            size_t j = VEC_AT(&c->edges, size_t, e);
+        for (size_t e = m->edges, end = edges_end(c, i); e < end; e++) {
+            size_t j = VEC_AT(&c->edges, uint32_t, e);
             if (member_at(c, j)->color == WHITE) {
                 size_t a = find(c, i), b = find(c, j);
                 if (a != b)
-                    member_at(c, a > b ? a : b)->parent = a > b ? b : a;
+                    member_at(c, a > b ? a : b)->parent = (uint32_t)(a > b ? b : a);
             }
         }
-    }
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        if (m->color != WHITE)
-            continue;
-        m->fate = FATE_FREED;      /* until its component fails */
-        if (m->crc < 0)
+        if (m->crc < 0) {
             c->sigma_failures++;   /* counts moved under us: the Delta-test decides */
-    }
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        if (m->color == WHITE && m->fate == FATE_FREED &&
-            !rcgc__sword_cas_acq_rel(&m->h->ref_shared, &(intptr_t){ m->shared },
-                                     m->shared | RCGC__SHARED_DYING)) {
-            size_t root = find(c, i);
-            c->delta_failures++;
-            for (size_t k = 0; k < n; k++) {
-                member *o = member_at(c, k);
-                if (o->color == WHITE && find(c, k) == root) {
-                    if (o->fate == FATE_FREED && k < i)
-                        rcgc__sword_fetch_and_relaxed(&o->h->ref_shared,
-                                                      ~RCGC__SHARED_DYING);
-                    o->fate = FATE_RETRY;
-                }
-            }
+            overcounted = true;
         }
+        if (rcgc__sword_cas_acq_rel(&m->h->ref_shared, &(intptr_t){ m->shared },
+                                    m->shared | RCGC__SHARED_DYING)) {
+            m->fate = FATE_FREED;
+        } else {
+            m->fate = FATE_RETRY;
+            failed = true;
+        }
+    }
+    if (failed) {
+        for (size_t i = 0; i < n; i++) {
+            member *m = member_at(c, i);
+            if (m->color == WHITE && m->fate == FATE_RETRY && fail_component(c, i))
+                c->delta_failures++;
+        }
+        keep_failed(c, FATE_RETRY, false);
     }
 
     /* A component that passed is a consistent snapshot: a member with
        more internal edges than references means its type's traverse
        reports an edge twice or one that holds no reference (PITFALLS 16;
-       a missing edge only leaks, and cannot be seen). */
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        if (m->fate != FATE_FREED || m->crc >= 0)
-            continue;
-        if (RCGC_DEBUG)
-            rcgc__fatal("rcgc_collect", "traverse reports more references than the "
-                        "object holds", rcgc__body(m->h));
-        /* Release builds keep the component rather than free what may be
-           live: it stays uncollectable. */
-        size_t root = find(c, i);
-        for (size_t k = 0; k < n; k++) {
-            member *o = member_at(c, k);
-            if (o->fate == FATE_FREED && find(c, k) == root) {
-                rcgc__sword_fetch_and_relaxed(&o->h->ref_shared, ~RCGC__SHARED_DYING);
-                o->fate = FATE_LIVE;
-                c->uncollectable++;
-            }
+       a missing edge only leaks, and cannot be seen).  Release builds keep
+       the component rather than free what may be live: uncollectable. */
+    if (overcounted) {
+        bool any = false;
+        for (size_t i = 0; i < n; i++) {
+            member *m = member_at(c, i);
+            if (m->fate != FATE_FREED || m->crc >= 0)
+                continue;
+            if (RCGC_DEBUG)
+                rcgc__fatal("rcgc_collect", "traverse reports more references than the "
+                            "object holds", rcgc__body(m->h));
+            fail_component(c, i);
+            any = true;
         }
+        if (any)
+            keep_failed(c, FATE_LIVE, true);
     }
 
     /* 7. free (or keep, with SAVEALL) the components that passed. */
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        if (m->fate != FATE_FREED)
-            continue;
-        if (c->debug & RCGC_DEBUG_COLLECTABLE)
-            debug_line("collectable", m->h);
-        if (c->debug & RCGC_DEBUG_SAVEALL) {
-            m->fate = FATE_SAVED;
-            rcgc__sword_fetch_and_relaxed(&m->h->ref_shared, ~RCGC__SHARED_DYING);
-        }
-    }
-    bool finalized = false;
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        const rcgc_type *type = m->h->type;
-        if (m->fate != FATE_FREED || type->finalize == NULL ||
-            (rcgc__u32_fetch_or_relaxed(&m->h->gc_bits, RCGC__GC_FINALIZED) &
-             RCGC__GC_FINALIZED))
-            continue;
-        type->finalize(rcgc__body(m->h));
-        finalized = true;
-    }
-    /* Only a finalizer can touch garbage: no finalizer, no re-check. */
-    for (size_t i = 0; finalized && i < n; i++) {
-        member *m = member_at(c, i);
-        if (m->fate == FATE_FREED &&
-            rcgc__sword_load_acquire(&m->h->ref_shared) != (m->shared | RCGC__SHARED_DYING)) {
-            /* A finalizer resurrected (or touched) the component: keep all
-               of it; its finalizers have run and will not run again. */
-            size_t root = find(c, i);
-            for (size_t k = 0; k < n; k++) {
-                member *o = member_at(c, k);
-                if (o->fate == FATE_FREED && find(c, k) == root) {
-                    rcgc__sword_fetch_and_relaxed(&o->h->ref_shared, ~RCGC__SHARED_DYING);
-                    o->fate = FATE_RETRY;
-                    c->uncollectable++;
-                    if (c->debug & RCGC_DEBUG_UNCOLLECTABLE)
-                        debug_line("uncollectable", o->h);
-                }
+    if (c->debug & (RCGC_DEBUG_COLLECTABLE | RCGC_DEBUG_SAVEALL)) {
+        for (size_t i = 0; i < n; i++) {
+            member *m = member_at(c, i);
+            if (m->fate != FATE_FREED)
+                continue;
+            if (c->debug & RCGC_DEBUG_COLLECTABLE)
+                debug_line("collectable", m->h);
+            if (c->debug & RCGC_DEBUG_SAVEALL) {
+                m->fate = FATE_SAVED;
+                rcgc__sword_fetch_and_relaxed(&m->h->ref_shared, ~RCGC__SHARED_DYING);
             }
         }
     }
+    for (size_t i = 0; finalizers && i < n; i++) {
+        member *m = member_at(c, i);
+        if (m->fate != FATE_FREED || !(m->flags & M_FINALIZER) ||
+            (rcgc__u32_fetch_or_relaxed(&m->h->gc_bits, RCGC__GC_FINALIZED) &
+             RCGC__GC_FINALIZED))
+            continue;
+        m->h->type->finalize(rcgc__body(m->h));
+        finalized = true;
+    }
+    /* Only a finalizer can touch garbage: no finalizer, no re-check.  A
+       finalizer that resurrected (or touched) its component keeps all of
+       it; its finalizers have run and will not run again. */
+    if (finalized) {
+        bool any = false;
+        for (size_t i = 0; i < n; i++) {
+            member *m = member_at(c, i);
+            if (m->fate == FATE_FREED &&
+                rcgc__sword_load_acquire(&m->h->ref_shared) !=
+                    (m->shared | RCGC__SHARED_DYING)) {
+                fail_component(c, i);
+                any = true;
+            }
+        }
+        if (any)
+            keep_failed(c, FATE_RETRY, true);
+    }
+    /* Slots are cleared and the references leaving the component dropped.
+       A member whose every reference, as read in step 4, went to its own
+       component needs no visit unless a finalizer ran: nothing else can
+       write the slots of garbage.  (A freed target is in the member's
+       component: white members joined by an edge are one component.) */
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
         release_ctx r = { c, 0 };
         if (m->fate != FATE_FREED)
             continue;
+        if (!finalized && !(m->flags & M_EXTERNAL)) {
+            size_t e = m->edges, end = edges_end(c, i);
+            while (e < end && member_at(c, VEC_AT(&c->edges, uint32_t, e))->fate == FATE_FREED)
+                e++;
+            if (e == end)
+                continue;
+        }
         r.comp = find(c, i);
         m->h->type->traverse(rcgc__body(m->h), release_visit, &r);
     }
-    c->extra.n = 0;
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        if (m->fate != FATE_FREED)
-            continue;
-        if (!vec_reserve(&c->extra, 1)) {
-            rcgc__gclink_of(m->h)->index = 0;       /* no room to batch */
-            rcgc__dispose(c->th, m->h);
-            c->collected++;
-            continue;
+    /* Memory, BATCH_HOLD members at a time: out of the registry under its
+       shard locks, then disposed while their headers are still in cache. */
+    for (size_t i = 0; i < n;) {
+        c->extra.n = 0;
+        for (; i < n && c->extra.n < BATCH_HOLD; i++) {
+            member *m = member_at(c, i);
+            if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->fate == FATE_FREED)
+                prefetch_object(member_at(c, i + PREFETCH_AHEAD)->h);
+            if (m->fate != FATE_FREED)
+                continue;
+            if (!vec_reserve(&c->extra, 1)) {
+                rcgc__gclink_of(m->h)->index = 0;       /* no room to batch */
+                rcgc__dispose(c->th, m->h);
+                c->collected++;
+                continue;
+            }
+            VEC_AT(&c->extra, rcgc__header *, c->extra.n++) = m->h;
         }
-        VEC_AT(&c->extra, rcgc__header *, c->extra.n++) = m->h;
-    }
-    registry_remove_batch(&VEC_AT(&c->extra, rcgc__header *, 0), c->extra.n);
-    for (size_t k = 0; k < c->extra.n; k++) {
-        rcgc__header *h = VEC_AT(&c->extra, rcgc__header *, k);
-        rcgc__gclink_of(h)->index = 0;
-        rcgc__dispose_unlinked(c->th, h);
-        c->collected++;
+        registry_remove_batch(&VEC_AT(&c->extra, rcgc__header *, 0), c->extra.n);
+        for (size_t k = 0; k < c->extra.n; k++) {
+            rcgc__header *h = VEC_AT(&c->extra, rcgc__header *, k);
+            rcgc__gclink_of(h)->index = 0;
+            rcgc__dispose_unlinked(c->th, h);
+            c->collected++;
+        }
     }
     c->extra.n = 0;
 }
@@ -856,8 +962,8 @@ static size_t collect_once(bool full)
     rcgc__thread *t;
 
     c.members = (vec)VEC(member);
-    c.edges = (vec)VEC(size_t);
-    c.stack = (vec)VEC(size_t);
+    c.edges = (vec)VEC(uint32_t);
+    c.stack = (vec)VEC(uint32_t);
     c.extra = (vec)VEC(rcgc__header *);
 
     chunks = NULL;
@@ -900,7 +1006,7 @@ static size_t collect_once(bool full)
     retried = 0;
     take_candidates(&c, chunks);                         /* 1. roots */
     while (c.stack.n > 0 && !c.oom) {                    /* 2. mark */
-        member *m = member_at(&c, VEC_AT(&c.stack, size_t, --c.stack.n));
+        member *m = member_at(&c, VEC_AT(&c.stack, uint32_t, --c.stack.n));
         m->h->type->traverse(rcgc__body(m->h), mark_visit, &c);
     }
     if (c.members.n > 0 && !c.oom) {

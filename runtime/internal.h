@@ -177,6 +177,7 @@ extern rcgc__u64 rcgc__freeze_count;
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
 void     rcgc__merge_queued(rcgc__header *h);
 bool     rcgc__try_incref(rcgc__header *h);
+bool     rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags);
 
 /* ---- object.c ---------------------------------------------------------- */
 void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, tear down */

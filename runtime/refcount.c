@@ -370,6 +370,44 @@ bool rcgc__try_incref(rcgc__header *h)
     }
 }
 
+/*
+ * The collector's pin and flag in one step (collector.c): a try-increment
+ * whose CAS also sets SCAN and clears DIRTY, then SCAN and owner_flags in
+ * the owner word.  The pin is never later than the flag (PROTOCOL-REVIEW
+ * hole 3).  The object is not flagged yet (one collection at a time, and
+ * every survivor is unflagged).
+ */
+bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
+{
+    intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
+
+    if ((rcgc__word_load_relaxed(&h->owner) | RCGC__OWNER_UNBUFFERED) ==
+        (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
+        /* Ours and unmerged: alive (I1), and only we count on local. */
+        rcgc_incref(rcgc__body(h));
+        while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                        (s | RCGC__SHARED_SCAN) & ~RCGC__SHARED_DIRTY))
+            ;
+    } else {
+        for (;;) {
+            if ((s & RCGC__SHARED_DYING) ||
+                ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
+                 shared_count(s) <= 0))
+                return false;
+            /* acq_rel: acquire as in rcgc__try_incref; release orders the
+               flag before the grace period that publishes it. */
+            if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                        ((s + RCGC__SHARED_ONE) | RCGC__SHARED_SCAN) &
+                                            ~RCGC__SHARED_DIRTY))
+                break;
+        }
+        if (s >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
+            rcgc__incref_saturate(rcgc__body(h));
+    }
+    rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_SCAN | owner_flags);
+    return true;
+}
+
 size_t rcgc_refcount(const void *obj)
 {
     const rcgc__header *h;
