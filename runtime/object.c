@@ -179,9 +179,10 @@ void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h)
         rcgc__poison(h);
     /* acq_rel: pairs with the collector's fetch_and of BUFFERED; exactly
        one of the two sees the other's bit and frees.  Only tracked objects
-       are ever buffered. */
-    bits = rcgc__u32_load_relaxed(&h->gc_bits);
-    if ((bits & RCGC__GC_TRACKED) &&
+       are ever buffered, and nobody buffers a dead object: BUFFERED seen
+       clear (acquire: after the collector's last access) stays clear. */
+    bits = rcgc__u32_load_acquire(&h->gc_bits);
+    if ((bits & RCGC__GC_BUFFERED) &&
         (rcgc__u32_fetch_or_acq_rel(&h->gc_bits, RCGC__GC_ZOMBIE) & RCGC__GC_BUFFERED))
         return;
     rcgc__free_memory(th, h);
