@@ -131,7 +131,8 @@ typedef struct rcgc_stats {
     uint64_t freed;           /* objects released, all time (counts and cycles) */
     uint64_t live;            /* objects created and not yet released */
     uint64_t candidates;      /* candidate roots buffered now */
-    uint64_t pause_max_ns;    /* longest time any mutator waited on the collector */
+    uint64_t pause_max_ns;    /* longest CPU time a mutator spent handing
+                                 over its buffers (it never waits: no lock) */
     uint64_t collect_ns_last; /* duration of the last collection */
     uint64_t collect_ns_total;
 } rcgc_stats;

@@ -30,6 +30,19 @@ typedef struct { uint64_t v; } rcgc__u64;
     { return __atomic_load_n(&a->v, __ATOMIC_ACQUIRE); }                         \
     static inline void name##_store_relaxed(wtype *a, type x)                    \
     { __atomic_store_n(&a->v, x, __ATOMIC_RELAXED); }                            \
+    static inline type name##_load_seq_cst(const wtype *a)                       \
+    { return __atomic_load_n(&a->v, __ATOMIC_SEQ_CST); }                         \
+    static inline void name##_store_seq_cst(wtype *a, type x)                    \
+    { __atomic_store_n(&a->v, x, __ATOMIC_SEQ_CST); }                            \
+    static inline type name##_fetch_add_seq_cst(wtype *a, type x)                \
+    { return __atomic_fetch_add(&a->v, x, __ATOMIC_SEQ_CST); }                   \
+    static inline type name##_exchange_seq_cst(wtype *a, type x)                 \
+    { return __atomic_exchange_n(&a->v, x, __ATOMIC_SEQ_CST); }                  \
+    static inline bool name##_cas_relaxed(wtype *a, type *expected, type desired) \
+    {                                                                            \
+        return __atomic_compare_exchange_n(&a->v, expected, desired, 0,          \
+                                           __ATOMIC_RELAXED, __ATOMIC_RELAXED);  \
+    }                                                                            \
     static inline void name##_store_release(wtype *a, type x)                    \
     { __atomic_store_n(&a->v, x, __ATOMIC_RELEASE); }                            \
     static inline type name##_fetch_add_relaxed(wtype *a, type x)                \
@@ -77,6 +90,21 @@ static inline bool rcgc__slot_cas_acq_rel(rcgc_ref *slot, void **expected, void 
 {
     return __atomic_compare_exchange_n(&slot->rcgc_private_, expected, desired, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* The head of a lock-free stack (pushes by CAS, pops of the whole stack
+   by exchange: no ABA).  seq_cst, so that a push and a lock holder's
+   emptiness check on the same head are totally ordered (collector.c). */
+typedef struct { void *v; } rcgc__ptr;
+
+static inline void *rcgc__ptr_load_relaxed(const rcgc__ptr *a)
+{ return __atomic_load_n(&a->v, __ATOMIC_RELAXED); }
+static inline void *rcgc__ptr_exchange_seq_cst(rcgc__ptr *a, void *p)
+{ return __atomic_exchange_n(&a->v, p, __ATOMIC_SEQ_CST); }
+static inline bool rcgc__ptr_cas_seq_cst(rcgc__ptr *a, void **expected, void *desired)
+{
+    return __atomic_compare_exchange_n(&a->v, expected, desired, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
 #endif /* RCGC_ATOMIC_H */

@@ -96,6 +96,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,11 +106,28 @@
 
 /* ---- the registry of tracked objects ------------------------------------- */
 
+/*
+ * A doubly linked list per shard, under the shard's lock; but a mutator never
+ * waits for that lock, which the collector or an introspection call may hold
+ * for a while (and, on a busy machine, be preempted holding).  A new object
+ * is pushed on the shard's lock-free incoming stack; a dead one is unlinked
+ * at once if the lock is free, else pushed on the doomed stack.  Whoever
+ * takes the lock first splices the incoming stack into the list; whoever
+ * lets it go first unlinks the doomed objects and disposes of them (a
+ * mutator at most DRAIN_MUTATOR of them, so its own wait stays short).  A
+ * pusher tries the lock once more after its push, and a holder checks the
+ * doomed stack once more after its unlock, both by seq_cst operations on
+ * the stack head: one of the two sees the other, so no dead object waits
+ * for a holder that has already left.
+ */
 #define NSHARDS 16
+#define DRAIN_MUTATOR 32
 
 static struct shard {
     pthread_mutex_t lock;
-    rcgc__gclink    head;          /* circular, sentinel */
+    rcgc__gclink    head;          /* circular, sentinel; under lock */
+    rcgc__ptr       incoming;      /* new objects, linked by next */
+    rcgc__ptr       doomed;        /* dead objects, linked by doomed */
 } __attribute__((aligned(64))) shards[NSHARDS];
 static bool shards_ready;          /* set once, at the first rcgc_init */
 
@@ -119,20 +137,97 @@ void rcgc__registry_insert(rcgc__header *h, uintptr_t tid)
 {
     rcgc__gclink *g = rcgc__gclink_of(h);
     struct shard *sh = &shards[(tid >> RCGC__TID_SHIFT) % NSHARDS];
+    void *top = rcgc__ptr_load_relaxed(&sh->incoming);
 
     g->index = 0;
     g->shard = (uint32_t)(sh - shards);
-    pthread_mutex_lock(&sh->lock);
-    g->next = sh->head.next;
-    g->prev = &sh->head;
-    sh->head.next->prev = g;
-    sh->head.next = g;
-    pthread_mutex_unlock(&sh->lock);
+    do
+        g->next = top;
+    while (!rcgc__ptr_cas_seq_cst(&sh->incoming, &top, g));
+}
+
+static void unlink_object(rcgc__gclink *g)
+{
+    g->prev->next = g->next;
+    g->next->prev = g->prev;
+    if (rcgc__u32_load_relaxed(&rcgc__gclink_header(g)->gc_bits) & RCGC__GC_FROZEN)
+        rcgc__u64_fetch_add_relaxed(&rcgc__freeze_count, (uint64_t)-1);
+}
+
+/* Brings the incoming objects into the list (the lock is held). */
+static void shard_splice(struct shard *sh)
+{
+    rcgc__gclink *g = rcgc__ptr_exchange_seq_cst(&sh->incoming, NULL);
+
+    while (g != NULL) {
+        rcgc__gclink *next = g->next;
+        g->next = sh->head.next;
+        g->prev = &sh->head;
+        sh->head.next->prev = g;
+        sh->head.next = g;
+        g = next;
+    }
+}
+
+/* Takes the lock (waiting for it) or, with try, takes it only if free. */
+static bool shard_lock(struct shard *sh, bool try)
+{
+    if (!try)
+        pthread_mutex_lock(&sh->lock);
+    else if (pthread_mutex_trylock(&sh->lock) != 0)
+        return false;
+    shard_splice(sh);
+    return true;
+}
+
+/* Unlinks and disposes of up to max doomed objects (the lock is held);
+   those left go back on the stack. */
+static void shard_drain(struct shard *sh, size_t max)
+{
+    rcgc__thread *th = rcgc__tls_thread;
+    rcgc__gclink *g, *rest;
+    void *top;
+
+    if (th == NULL || rcgc__ptr_load_relaxed(&sh->doomed) == NULL)
+        return;
+    g = rcgc__ptr_exchange_seq_cst(&sh->doomed, NULL);
+    /* A doomed object's insert happened before its death, so it is in the
+       list or, by now, on the incoming stack. */
+    shard_splice(sh);
+    for (; g != NULL && max > 0; max--) {
+        rcgc__gclink *next = g->doomed;
+        unlink_object(g);
+        rcgc__dispose_unlinked(th, rcgc__gclink_header(g));
+        g = next;
+    }
+    while (g != NULL) {
+        rest = g->doomed;
+        top = rcgc__ptr_load_relaxed(&sh->doomed);
+        do
+            g->doomed = top;
+        while (!rcgc__ptr_cas_seq_cst(&sh->doomed, &top, g));
+        g = rest;
+    }
+}
+
+static void shard_unlock(struct shard *sh, size_t max)
+{
+    void *none;
+
+    for (;;) {
+        shard_drain(sh, max);
+        pthread_mutex_unlock(&sh->lock);
+        /* seq_cst against the pusher's push: see above. */
+        none = NULL;
+        if (rcgc__ptr_cas_seq_cst(&sh->doomed, &none, NULL) || max != SIZE_MAX ||
+            !shard_lock(sh, true))
+            return;
+    }
 }
 
 /* Unlinks many objects, keeping a shard's lock across runs of objects of
    that shard (objects made by one thread share one), for at most
-   BATCH_HOLD unlinks, so an allocating thread never waits long. */
+   BATCH_HOLD unlinks. */
 #define BATCH_HOLD 256
 
 static void registry_remove_batch(rcgc__header **hs, size_t n)
@@ -146,33 +241,47 @@ static void registry_remove_batch(rcgc__header **hs, size_t n)
 
         if (sh != held || ++run == BATCH_HOLD) {
             if (held != NULL)
-                pthread_mutex_unlock(&held->lock);
+                shard_unlock(held, SIZE_MAX);
             held = sh;
             run = 0;
-            pthread_mutex_lock(&held->lock);
+            shard_lock(held, false);
         }
-        g->prev->next = g->next;
-        g->next->prev = g->prev;
-        if (rcgc__u32_load_relaxed(&hs[k]->gc_bits) & RCGC__GC_FROZEN)
-            rcgc__u64_fetch_add_relaxed(&rcgc__freeze_count, (uint64_t)-1);
+        unlink_object(g);
     }
     if (held != NULL)
-        pthread_mutex_unlock(&held->lock);
+        shard_unlock(held, SIZE_MAX);
 }
 
-void rcgc__registry_remove(rcgc__header *h)
+/* A dead object leaves the registry: true if it is out and the caller
+   disposes of it; false if it is doomed, and the shard's next holder will. */
+bool rcgc__registry_remove(rcgc__thread *th, rcgc__header *h)
 {
     rcgc__gclink *g = rcgc__gclink_of(h);
     struct shard *sh = &shards[g->shard];
-    bool frozen;
+    void *top;
 
-    pthread_mutex_lock(&sh->lock);
-    g->prev->next = g->next;
-    g->next->prev = g->prev;
-    frozen = rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FROZEN;
-    if (frozen)
-        rcgc__u64_fetch_add_relaxed(&rcgc__freeze_count, (uint64_t)-1);
-    pthread_mutex_unlock(&sh->lock);
+    (void)th;
+    if (shard_lock(sh, true)) {
+        unlink_object(g);
+        shard_unlock(sh, DRAIN_MUTATOR);
+        return true;
+    }
+    top = rcgc__ptr_load_relaxed(&sh->doomed);
+    do
+        g->doomed = top;
+    while (!rcgc__ptr_cas_seq_cst(&sh->doomed, &top, g));
+    if (shard_lock(sh, true))
+        shard_unlock(sh, DRAIN_MUTATOR);
+    return false;
+}
+
+/* Every doomed object disposed of (rcgc_reclaim_wait, shutdown). */
+void rcgc__registry_flush(void)
+{
+    for (int i = 0; shards_ready && i < NSHARDS; i++) {
+        shard_lock(&shards[i], false);
+        shard_unlock(&shards[i], SIZE_MAX);
+    }
 }
 
 /* Growable arrays; a failed push sets the collection's oom flag. */
@@ -217,18 +326,18 @@ static bool snapshot_objects(vec *out)
     for (int i = 0; i < NSHARDS; i++) {
         struct shard *sh = &shards[i];
 
-        pthread_mutex_lock(&sh->lock);
+        shard_lock(sh, false);
         for (rcgc__gclink *g = sh->head.next; g != &sh->head; g = g->next) {
             rcgc__header *h = rcgc__gclink_header(g);
             if (!vec_reserve(out, 1)) {
-                pthread_mutex_unlock(&sh->lock);
+                shard_unlock(sh, SIZE_MAX);
                 return false;
             }
             /* In the list under its lock, so the memory is there. */
             if (rcgc__try_incref(h))
                 VEC_AT(out, rcgc__header *, out->n++) = h;
         }
-        pthread_mutex_unlock(&sh->lock);
+        shard_unlock(sh, SIZE_MAX);
     }
     return true;
 }
@@ -258,12 +367,26 @@ typedef struct callback {
     void            *ctx;
 } callback;
 
+/*
+ * Handing over never takes a lock: a full chunk is pushed on the pending
+ * stack, its candidates added to npending, and the collector thread is
+ * woken through a semaphore (sem_post never blocks) once npending reaches
+ * wake_at.  wake_posted keeps the semaphore from counting up: set by the
+ * first waker, cleared by the collector before it looks at its work, so a
+ * waker that finds it set knows the collector has yet to look.
+ */
+static rcgc__ptr pending;          /* chunks handed over, linked by next */
+static rcgc__u64 npending;         /* candidates in them */
+static rcgc__u64 wake_at;          /* npending that wakes the collector thread:
+                                      threshold_eff while it runs and collections
+                                      are enabled, else UINT64_MAX (gc.lock) */
+static rcgc__u64 pause_max;        /* the longest hand-over, ns */
+static rcgc__u32 wake_posted;
+static sem_t     wake_sem;
+
 static struct {
     pthread_mutex_t lock;          /* protects everything below */
-    pthread_cond_t  wake;          /* the collector thread waits for work */
     pthread_cond_t  done;          /* rcgc_collect callers wait for their collection */
-    rcgc__roots    *pending;       /* chunks handed over */
-    size_t          npending;      /* candidates in them */
     bool            enabled;
     size_t          threshold;     /* the user's (rcgc_set_threshold) */
     size_t          threshold_eff; /* adapted to what collections find */
@@ -278,14 +401,13 @@ static struct {
     bool            has_thread, thread_attached, stop;
     pthread_t       thread;
     uint64_t        collections, collected, uncollectable;
-    uint64_t        pause_max_ns, collect_ns_last, collect_ns_total;
+    uint64_t        collect_ns_last, collect_ns_total;
     callback       *callbacks;
     size_t          ncallbacks;
     void          **garbage;       /* SAVEALL: each entry holds a reference */
     size_t          ngarbage, garbage_cap;
 } gc = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .wake = PTHREAD_COND_INITIALIZER,
     .done = PTHREAD_COND_INITIALIZER,
 };
 
@@ -317,31 +439,59 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static bool should_collect_locked(void)
+static bool should_collect(void)
 {
-    return gc.has_thread && gc.enabled && gc.npending > 0 &&
-           gc.npending >= gc.threshold_eff;
+    uint64_t n = rcgc__u64_load_seq_cst(&npending);
+
+    return n > 0 && n >= rcgc__u64_load_seq_cst(&wake_at);
+}
+
+static void wake_collector(void)
+{
+    if (rcgc__u32_exchange_seq_cst(&wake_posted, 1) == 0)
+        sem_post(&wake_sem);
+}
+
+/* After a change of has_thread, enabled or threshold_eff (gc.lock held). */
+static void update_wake_locked(void)
+{
+    rcgc__u64_store_seq_cst(&wake_at, gc.has_thread && gc.enabled ? gc.threshold_eff
+                                                                   : UINT64_MAX);
+    if (should_collect())
+        wake_collector();
 }
 
 /* Called with the handing thread's roots_lock held, from taking the chunk
-   until it is in the pending list: a full collection steals chunks from
-   the threads before it takes the pending list, so a chunk is always in
-   one of the two places it looks (lock order: roots_lock, gc.lock). */
+   until it is in the pending stack: a full collection steals chunks from
+   the threads before it takes the pending stack, so a chunk is always in
+   one of the two places it looks.  The mutator's only cost: a push, an
+   add, and at times a sem_post.  It cannot wait for the collector (no
+   lock), so what pause_max_ns reports is the CPU time it took this
+   thread: the clock of a thread that the scheduler preempted here would
+   tell about the machine's load, not about rcgc. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void hand_over(rcgc__roots *chunk)
 {
-    uint64_t t0 = now_ns(), waited;
+    uint64_t t0 = thread_cpu_ns(), took, max;
+    void *top = rcgc__ptr_load_relaxed(&pending);
 
-    pthread_mutex_lock(&gc.lock);
-    /* The only time a mutator waits on the collector: this lock. */
-    waited = now_ns() - t0;
-    if (waited > gc.pause_max_ns)
-        gc.pause_max_ns = waited;
-    chunk->next = gc.pending;
-    gc.pending = chunk;
-    gc.npending += chunk->n;
-    if (should_collect_locked())
-        pthread_cond_signal(&gc.wake);
-    pthread_mutex_unlock(&gc.lock);
+    do
+        chunk->next = top;
+    while (!rcgc__ptr_cas_seq_cst(&pending, &top, chunk));
+    rcgc__u64_fetch_add_seq_cst(&npending, chunk->n);
+    if (should_collect())
+        wake_collector();
+    took = thread_cpu_ns() - t0;
+    max = rcgc__u64_load_relaxed(&pause_max);
+    while (took > max && !rcgc__u64_cas_relaxed(&pause_max, &max, took))
+        ;
 }
 
 void rcgc__buffer_root(void *obj)
@@ -956,7 +1106,7 @@ static void unflag_all(collection *c)
 static size_t collect_once(bool full)
 {
     collection c = { .th = rcgc__tls_thread };
-    rcgc__roots *chunks, *tail;
+    rcgc__roots *chunks, *taken, *tail;
     rcgc_collect_info info = { 0, 0 };
     uint64_t t0 = now_ns(), dt;
     rcgc__thread *t;
@@ -973,23 +1123,27 @@ static size_t collect_once(bool full)
            order: rcgc__rt.lock, roots_lock. */
         pthread_mutex_lock(&rcgc__rt.lock);
         for (t = rcgc__rt.threads; t != NULL; t = t->all_next) {
-            rcgc__roots *taken = take_chunk(t);
-            if (taken != NULL) {
-                taken->next = chunks;
-                chunks = taken;
+            rcgc__roots *stolen = take_chunk(t);
+            if (stolen != NULL) {
+                stolen->next = chunks;
+                chunks = stolen;
             }
         }
         pthread_mutex_unlock(&rcgc__rt.lock);
     }
-    pthread_mutex_lock(&gc.lock);
-    if (gc.pending != NULL) {
-        for (tail = gc.pending; tail->next != NULL; tail = tail->next)
-            ;
+    taken = rcgc__ptr_exchange_seq_cst(&pending, NULL);
+    if (taken != NULL) {
+        size_t n = 0;
+        for (tail = taken; ; tail = tail->next) {
+            n += tail->n;
+            if (tail->next == NULL)
+                break;
+        }
+        rcgc__u64_fetch_add_seq_cst(&npending, -(uint64_t)n);
         tail->next = chunks;
-        chunks = gc.pending;
+        chunks = taken;
     }
-    gc.pending = NULL;
-    gc.npending = 0;
+    pthread_mutex_lock(&gc.lock);
     c.debug = gc.debug;
     pthread_mutex_unlock(&gc.lock);
     if (retry != NULL) {
@@ -1034,6 +1188,8 @@ static size_t collect_once(bool full)
     } else if (c.collected * 2 > c.members.n && gc.threshold_eff > gc.threshold) {
         gc.threshold_eff /= 2;
     }
+    rcgc__u64_store_seq_cst(&wake_at, gc.has_thread && gc.enabled ? gc.threshold_eff
+                                                                   : UINT64_MAX);
     pthread_mutex_unlock(&gc.lock);
 
     if (c.debug & RCGC_DEBUG_STATS)
@@ -1090,8 +1246,13 @@ static void *collector_main(void *arg)
 
         rcgc_blocking_begin();             /* offline while idle */
         pthread_mutex_lock(&gc.lock);
-        while (!gc.stop && gc.requested == gc.completed && !should_collect_locked())
-            pthread_cond_wait(&gc.wake, &gc.lock);
+        while (!gc.stop && gc.requested == gc.completed && !should_collect()) {
+            pthread_mutex_unlock(&gc.lock);
+            while (sem_wait(&wake_sem) != 0)
+                ;                          /* EINTR */
+            rcgc__u32_store_seq_cst(&wake_posted, 0);
+            pthread_mutex_lock(&gc.lock);
+        }
         stop = gc.stop;
         request = gc.requested;
         full = request != gc.completed;
@@ -1129,6 +1290,7 @@ int rcgc__gc_start(const rcgc_options *opts)
             pthread_mutex_init(&shards[i].lock, NULL);
             shards[i].head.next = shards[i].head.prev = &shards[i].head;
         }
+        sem_init(&wake_sem, 0, 0);
         shards_ready = true;
     }
     pthread_mutex_lock(&gc.lock);
@@ -1141,11 +1303,15 @@ int rcgc__gc_start(const rcgc_options *opts)
     gc.nresults = 0;
     gc.has_thread = !opts->manual;
     gc.collections = gc.collected = gc.uncollectable = 0;
-    gc.pause_max_ns = gc.collect_ns_last = gc.collect_ns_total = 0;
+    gc.collect_ns_last = gc.collect_ns_total = 0;
+    rcgc__u64_store_relaxed(&pause_max, 0);
+    update_wake_locked();
     if (gc.has_thread) {
         err = pthread_create(&gc.thread, NULL, collector_main, NULL);
-        if (err != 0)
+        if (err != 0) {
             gc.has_thread = false;
+            update_wake_locked();
+        }
         while (err == 0 && !gc.thread_attached)
             pthread_cond_wait(&gc.done, &gc.lock);
     }
@@ -1170,7 +1336,7 @@ void rcgc__gc_stop_thread(void)
     pthread_mutex_lock(&gc.lock);
     joined = gc.has_thread;
     gc.stop = true;
-    pthread_cond_signal(&gc.wake);
+    wake_collector();
     pthread_mutex_unlock(&gc.lock);
     if (joined) {
         rcgc__thread *th = rcgc__tls_thread;
@@ -1184,6 +1350,7 @@ void rcgc__gc_stop_thread(void)
     }
     pthread_mutex_lock(&gc.lock);
     gc.has_thread = false;
+    update_wake_locked();
     pthread_mutex_unlock(&gc.lock);
 }
 
@@ -1252,8 +1419,8 @@ void rcgc__gc_fill_stats(rcgc_stats *out)
     out->collections = gc.collections;
     out->collected = gc.collected;
     out->uncollectable = gc.uncollectable;
-    out->candidates = gc.npending + buffered;
-    out->pause_max_ns = gc.pause_max_ns;
+    out->candidates = rcgc__u64_load_relaxed(&npending) + buffered;
+    out->pause_max_ns = rcgc__u64_load_relaxed(&pause_max);
     out->collect_ns_last = gc.collect_ns_last;
     out->collect_ns_total = gc.collect_ns_total;
     pthread_mutex_unlock(&gc.lock);
@@ -1287,7 +1454,7 @@ size_t rcgc_collect(void)
     rcgc_blocking_begin();
     pthread_mutex_lock(&gc.lock);
     mine = ++gc.requested;
-    pthread_cond_signal(&gc.wake);
+    wake_collector();
     while (gc.completed < mine && gc.has_thread)
         pthread_cond_wait(&gc.done, &gc.lock);
     n = 0;
@@ -1305,8 +1472,7 @@ void rcgc_enable(void)
 {
     pthread_mutex_lock(&gc.lock);
     gc.enabled = true;
-    if (should_collect_locked())
-        pthread_cond_signal(&gc.wake);
+    update_wake_locked();
     pthread_mutex_unlock(&gc.lock);
 }
 
@@ -1314,6 +1480,7 @@ void rcgc_disable(void)
 {
     pthread_mutex_lock(&gc.lock);
     gc.enabled = false;
+    update_wake_locked();
     pthread_mutex_unlock(&gc.lock);
 }
 
@@ -1332,8 +1499,7 @@ void rcgc_set_threshold(size_t candidates)
     pthread_mutex_lock(&gc.lock);
     gc.threshold = candidates ? candidates : RCGC__THRESHOLD_DEFAULT;
     gc.threshold_eff = gc.threshold;
-    if (should_collect_locked())
-        pthread_cond_signal(&gc.wake);
+    update_wake_locked();
     pthread_mutex_unlock(&gc.lock);
 }
 
@@ -1531,7 +1697,7 @@ static void set_frozen(bool frozen)
     for (int i = 0; i < NSHARDS; i++) {
         struct shard *sh = &shards[i];
 
-        pthread_mutex_lock(&sh->lock);
+        shard_lock(sh, false);
         for (rcgc__gclink *g = sh->head.next; g != &sh->head; g = g->next) {
             rcgc__header *h = rcgc__gclink_header(g);
             uint32_t old = frozen
@@ -1546,7 +1712,7 @@ static void set_frozen(bool frozen)
                 rcgc__buffer_root(rcgc__body(h));
             }
         }
-        pthread_mutex_unlock(&sh->lock);
+        shard_unlock(sh, SIZE_MAX);
     }
 }
 

@@ -57,11 +57,13 @@ static inline void *rcgc__body(rcgc__header *h) { return h + 1; }
  * rcgc_freeze and the leak report walk, and the collector's private index.
  */
 typedef struct rcgc__gclink {
-    struct rcgc__gclink *prev, *next;   /* registry shard list; shard lock */
-    size_t   index;                     /* collector only: 1 + member index
+    struct rcgc__gclink *prev, *next;   /* registry shard list, under the shard
+                                           lock; next alone on the shard's
+                                           incoming stack */
+    struct rcgc__gclink *doomed;        /* dead, on the shard's doomed stack */
+    uint32_t index;                     /* collector only: 1 + member index
                                            in the running collection, or 0 */
     uint32_t shard;                     /* constant */
-    uint32_t unused;
 } rcgc__gclink;
 
 static inline rcgc__gclink *rcgc__gclink_of(rcgc__header *h)
@@ -170,7 +172,8 @@ size_t rcgc__gc_thread_count(void);
 void   rcgc__gc_fill_stats(rcgc_stats *out);      /* the collector's fields */                /* 1 while the collector thread is attached */
 void   rcgc__roots_flush(rcgc__thread *th);        /* hand the chunk over */
 void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
-void   rcgc__registry_remove(rcgc__header *h);
+bool   rcgc__registry_remove(rcgc__thread *th, rcgc__header *h);
+void   rcgc__registry_flush(void);
 extern rcgc__u64 rcgc__freeze_count;
 
 /* ---- refcount.c -------------------------------------------------------- */

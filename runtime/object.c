@@ -164,8 +164,9 @@ static bool finalize(rcgc__header *h)
    PITFALLS 14). */
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h)
 {
-    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
-        rcgc__registry_remove(h);
+    if ((rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED) &&
+        !rcgc__registry_remove(th, h))
+        return;                    /* doomed: the registry disposes of it */
     rcgc__dispose_unlinked(th, h);
 }
 

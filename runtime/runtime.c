@@ -176,6 +176,7 @@ void rcgc_shutdown(void)
     if (!attached && rcgc_thread_attach() != 0)
         return;
     rcgc__gc_shutdown_collect();
+    rcgc__registry_flush();
     rcgc_thread_detach();
 
     pthread_mutex_lock(&rcgc__rt.lock);
@@ -197,8 +198,10 @@ void rcgc_reclaim_wait(void)
     }
     /* Objects released while a root buffer named them keep their memory
        until a collection consumes the entry: consume them all. */
-    if (!th->in_blocking)
+    if (!th->in_blocking) {
         rcgc_collect();
+        rcgc__registry_flush();    /* dead objects a registry holder left */
+    }
     /* Offline while waiting: the grace period must not wait for us. */
     was_blocking = th->in_blocking;
     if (!was_blocking)
