@@ -86,6 +86,10 @@
  * candidate that names it is examined after mutators stopped touching it,
  * its component passes; failed components are re-buffered, never dropped;
  * the Delta-test is per component, so live neighbours do not hold it back.
+ * A collection that runs out of memory before step 7 frees nothing,
+ * restores every flag and pin, and re-buffers its roots without
+ * allocating; later, no memory only means no batching, or SAVEALL garbage
+ * listed by the next collection (PITFALLS 28; see struct collection).
  * Cost: the subgraph reachable from the candidates, not the heap; frozen
  * objects bound it (rcgc_freeze).  A long-lived hub that keeps becoming a
  * candidate still costs its reachable subgraph each time (PITFALLS 25 is
@@ -284,6 +288,27 @@ void rcgc__registry_flush(void)
     }
 }
 
+/* Every allocation the collector makes goes through here (never a fast
+   path), so a test can make them fail (rcgc__test_collector_fail_after):
+   allocations left before they fail; INTPTR_MAX: never. */
+static rcgc__sword alloc_budget = { INTPTR_MAX };
+
+static void *gc_realloc(void *p, size_t size)
+{
+    /* Relaxed: a count, set by a test between collections. */
+    if (rcgc__sword_fetch_add_relaxed(&alloc_budget, -1) <= 0)
+        return NULL;
+    return realloc(p, size);
+}
+
+size_t rcgc__test_collector_fail_after(long n)
+{
+    intptr_t left = rcgc__sword_load_relaxed(&alloc_budget);
+
+    rcgc__sword_store_relaxed(&alloc_budget, n < 0 ? INTPTR_MAX : (intptr_t)n);
+    return left < 0 ? (size_t)-left : 0;       /* failures since the last call */
+}
+
 /* Growable arrays; a failed push sets the collection's oom flag. */
 typedef struct vec {
     void  *items;
@@ -300,7 +325,7 @@ static bool vec_reserve(vec *v, size_t more)
     cap = v->cap ? v->cap * 2 : 256;
     while (cap < v->n + more)
         cap *= 2;
-    p = realloc(v->items, cap * v->size);
+    p = gc_realloc(v->items, cap * v->size);
     if (p == NULL)
         return false;
     v->items = p;
@@ -567,6 +592,7 @@ enum {                             /* member.flags */
     M_EXTERNAL  = 1,               /* held a reference to a non-member (step 4) */
     M_FINALIZER = 2,               /* its type has a finalizer */
     M_FAILED    = 4,               /* component root: the component is kept */
+    M_ROOT      = 8,               /* taken from a root buffer */
 };
 
 typedef struct member {
@@ -581,9 +607,21 @@ typedef struct member {
 
 _Static_assert(sizeof(member) == 32, "member records stay small");
 
+/*
+ * Out of memory (PITFALLS 28).  An allocation that fails sets oom; the
+ * collection then frees nothing, unflags and unpins every member, and puts
+ * only its roots back among the candidates (every other member was reached
+ * from them); candidates it had no room to take stay in their chunks,
+ * still BUFFERED.  Putting back never allocates: the chunks the candidates
+ * came in stay with the collection, room for every root, and before step 7
+ * it reserves room for every member that may yet go back (or, failing,
+ * un-DYINGs its garbage and takes the out-of-memory way).
+ */
 typedef struct collection {
     rcgc__thread *th;
     vec members, edges, stack, extra;
+    rcgc__roots *chunks;           /* the candidates' chunks, and room reserved */
+    rcgc__roots *fill;             /* where rebuffer looks for room first */
     size_t candidates, delta_failures, sigma_failures;
     size_t collected, uncollectable;
     uint32_t external;             /* edge_visit's count for the member at hand */
@@ -640,9 +678,10 @@ static bool member_room(collection *c)
 
 /* h is pinned and flagged (rcgc__pin_flag), and member_room said yes:
    enter it and queue it for marking. */
-static void add_member(collection *c, rcgc__header *h)
+static void add_member(collection *c, rcgc__header *h, bool root)
 {
-    VEC_AT(&c->members, member, c->members.n) = (member){ .h = h };
+    VEC_AT(&c->members, member, c->members.n) =
+        (member){ .h = h, .flags = root ? M_ROOT : 0 };
     rcgc__gclink_of(h)->index = ++c->members.n;
     VEC_AT(&c->stack, uint32_t, c->stack.n++) = (uint32_t)(c->members.n - 1);
 }
@@ -663,7 +702,7 @@ static void mark_visit(rcgc_ref *slot, void *ctx)
         return;
     /* We are online: the object's memory stays while we try. */
     if (member_room(c) && rcgc__pin_flag(h, 0))
-        add_member(c, h);
+        add_member(c, h, false);
 }
 
 static void edge_visit(rcgc_ref *slot, void *ctx)
@@ -721,13 +760,16 @@ static void debug_line(const char *what, rcgc__header *h)
             h->type->name ? h->type->name : "?", rcgc__body(h));
 }
 
-/* One root buffer entry: pinned, flagged and entered, or let go. */
-static void take_candidate(collection *c, rcgc__header *h)
+/* One root buffer entry: pinned, flagged and entered, or let go; false
+   if there is no room to examine it. */
+static bool take_candidate(collection *c, rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
-    bool enter = !(bits & RCGC__GC_FROZEN) && index_of(h) == 0 && member_room(c);
+    bool enter;
 
-    c->candidates++;
+    if (!member_room(c))
+        return false;
+    enter = !(bits & RCGC__GC_FROZEN) && index_of(h) == 0;
     /* UNBUFFERED before BUFFERED goes: an owner decrement between the two
        buffers nothing, but this collection examines the object after it
        anyway (its counts are read after the grace period, or its word
@@ -737,69 +779,120 @@ static void take_candidate(collection *c, rcgc__header *h)
             rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
         rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
         if (enter)
-            add_member(c, h);
+            add_member(c, h, true);
         else
             unpin(h);
-        return;
+        return true;
     }
     /* Dead: the entry goes, and a zombie's memory with it.  acq_rel pairs
        with rcgc__dispose. */
     bits = rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
     if (bits & RCGC__GC_ZOMBIE)
         rcgc__free_memory(c->th, h);
+    return true;
 }
 
+/* Empties the chunks into the member table; the chunks stay with the
+   collection (c->chunks), holding the entries it had no room for. */
 static void take_candidates(collection *c, rcgc__roots *chunks)
 {
     while (chunks != NULL) {
-        rcgc__roots *next = chunks->next;
+        rcgc__roots *chunk = chunks;
+        size_t kept = 0;
 
-        for (size_t i = 0; i < chunks->n; i++) {
-            if (i + PREFETCH_AHEAD < chunks->n)
-                prefetch_object(chunks->items[i + PREFETCH_AHEAD]);
-            take_candidate(c, chunks->items[i]);
+        chunks = chunk->next;
+        for (size_t i = 0; i < chunk->n; i++) {
+            if (i + PREFETCH_AHEAD < chunk->n)
+                prefetch_object(chunk->items[i + PREFETCH_AHEAD]);
+            c->candidates++;
+            /* No room to examine it: the entry stays, BUFFERED, for the
+               next collection (a zombie's too: its consumer frees). */
+            if (!take_candidate(c, chunk->items[i]))
+                chunk->items[kept++] = chunk->items[i];
         }
-        free(chunks);
-        chunks = next;
+        chunk->n = kept;
+        chunk->next = c->chunks;
+        c->chunks = chunk;
     }
 }
 
+/* Room in c->chunks for n more entries. */
+static bool reserve_room(collection *c, size_t n)
+{
+    size_t room = 0;
+
+    for (rcgc__roots *k = c->chunks; k != NULL; k = k->next)
+        room += RCGC__ROOTS_CHUNK - k->n;
+    while (room < n) {
+        rcgc__roots *k = gc_realloc(NULL, sizeof(*k));
+        if (k == NULL)
+            return false;
+        k->n = 0;
+        k->next = c->chunks;
+        c->chunks = k;
+        room += RCGC__ROOTS_CHUNK;
+    }
+    return true;
+}
+
+/* A candidate again: into the room the collection holds, so it cannot fail. */
 static void rebuffer(collection *c, rcgc__header *h)
 {
-    rcgc__roots *chunk = retry;
-
-    (void)c;
     if (rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_BUFFERED) & RCGC__GC_BUFFERED)
         return;
     rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
-    if (chunk == NULL || chunk->n == RCGC__ROOTS_CHUNK) {
-        chunk = malloc(sizeof(*chunk));
-        if (chunk == NULL) {
-            rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
-            rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_BUFFERED);
-            return;
+    while (c->fill != NULL && c->fill->n == RCGC__ROOTS_CHUNK)
+        c->fill = c->fill->next;
+    rcgc_assert_internal(c->fill != NULL);
+    c->fill->items[c->fill->n++] = h;
+}
+
+/* The chunks holding entries become the next collection's first
+   candidates; the empty ones go. */
+static void keep_chunks(collection *c)
+{
+    while (c->chunks != NULL) {
+        rcgc__roots *k = c->chunks;
+
+        c->chunks = k->next;
+        if (k->n == 0) {
+            free(k);
+            continue;
         }
-        chunk->n = 0;
-        chunk->next = retry;
-        retry = chunk;
+        k->next = retry;
+        retry = k;
     }
-    chunk->items[chunk->n++] = h;
 }
 
 static void run_callbacks(rcgc_phase phase, const rcgc_collect_info *info)
 {
-    callback *copy;
+    callback *copy, one;
     size_t n;
 
     pthread_mutex_lock(&gc.lock);
     n = gc.ncallbacks;
-    copy = n ? malloc(n * sizeof(*copy)) : NULL;
+    copy = n ? gc_realloc(NULL, n * sizeof(*copy)) : NULL;
     if (copy != NULL)
         memcpy(copy, gc.callbacks, n * sizeof(*copy));
     pthread_mutex_unlock(&gc.lock);
-    for (size_t i = 0; copy != NULL && i < n; i++)
-        copy[i].fn(phase, info, copy[i].ctx);
-    free(copy);
+    if (copy != NULL) {
+        for (size_t i = 0; i < n; i++)
+            copy[i].fn(phase, info, copy[i].ctx);
+        free(copy);
+        return;
+    }
+    /* No memory for a copy: every callback still runs, each read under
+       the lock in turn (one removed meanwhile may make us skip the next),
+       so START and STOP stay paired. */
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&gc.lock);
+        n = gc.ncallbacks;
+        if (i < n)
+            one = gc.callbacks[i];
+        pthread_mutex_unlock(&gc.lock);
+        if (i < n)
+            one.fn(phase, info, one.ctx);
+    }
 }
 
 /* Keeps every white member whose component root is M_FAILED, with the
@@ -972,6 +1065,29 @@ static void examine(collection *c)
             keep_failed(c, FATE_LIVE, true);
     }
 
+    /* Room to put back the members that failed, and the garbage that a
+       finalizer may resurrect or SAVEALL may fail to list; else nothing
+       is freed this time. */
+    size_t back = 0, freed = 0;
+    bool may_keep = c->debug & RCGC_DEBUG_SAVEALL;
+    for (size_t i = 0; i < n; i++) {
+        member *m = member_at(c, i);
+        back += m->fate == FATE_RETRY;
+        freed += m->fate == FATE_FREED;
+        may_keep |= m->fate == FATE_FREED && (m->flags & M_FINALIZER);
+    }
+    if (!reserve_room(c, back + (may_keep ? freed : 0))) {
+        c->oom = true;
+        for (size_t i = 0; i < n; i++) {
+            member *m = member_at(c, i);
+            if (m->fate == FATE_FREED) {
+                rcgc__sword_fetch_and_relaxed(&m->h->ref_shared, ~RCGC__SHARED_DYING);
+                m->fate = FATE_LIVE;
+            }
+        }
+        return;
+    }
+
     /* 7. free (or keep, with SAVEALL) the components that passed. */
     if (c->debug & (RCGC_DEBUG_COLLECTABLE | RCGC_DEBUG_SAVEALL)) {
         for (size_t i = 0; i < n; i++) {
@@ -1061,9 +1177,46 @@ static void examine(collection *c)
     c->extra.n = 0;
 }
 
+/* SAVEALL: the pins of the saved members become the garbage list's
+   references; all of them, or (no memory) none, which are examined again. */
+static void save_all(collection *c, size_t saved)
+{
+    bool room;
+
+    pthread_mutex_lock(&gc.lock);
+    if (gc.ngarbage + saved > gc.garbage_cap) {
+        size_t cap = gc.garbage_cap ? gc.garbage_cap * 2 : 64;
+        void **p;
+
+        while (cap < gc.ngarbage + saved)
+            cap *= 2;
+        p = gc_realloc(gc.garbage, cap * sizeof(*p));
+        if (p != NULL) {
+            gc.garbage = p;
+            gc.garbage_cap = cap;
+        }
+    }
+    room = gc.ngarbage + saved <= gc.garbage_cap;
+    for (size_t i = 0; i < c->members.n; i++) {
+        member *m = member_at(c, i);
+
+        if (m->fate != FATE_SAVED)
+            continue;
+        if (room) {
+            gc.garbage[gc.ngarbage++] = rcgc__body(m->h);
+            c->uncollectable++;
+        } else {
+            m->fate = FATE_RETRY;
+        }
+    }
+    pthread_mutex_unlock(&gc.lock);
+}
+
 /* Step 8 and the bookkeeping, for every member not freed. */
 static void unflag_all(collection *c)
 {
+    size_t saved = 0;
+
     for (size_t i = 0; i < c->members.n; i++) {
         member *m = member_at(c, i);
         rcgc__header *h = m->h;
@@ -1074,31 +1227,21 @@ static void unflag_all(collection *c)
         rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_SCAN);
         rcgc__sword_fetch_and_relaxed(&h->ref_shared,
                                       ~(RCGC__SHARED_SCAN | RCGC__SHARED_DIRTY));
-        if (m->fate == FATE_SAVED) {
-            /* The pin becomes the garbage list's reference. */
-            pthread_mutex_lock(&gc.lock);
-            if (gc.ngarbage == gc.garbage_cap) {
-                size_t cap = gc.garbage_cap ? gc.garbage_cap * 2 : 64;
-                void **p = realloc(gc.garbage, cap * sizeof(*p));
-                if (p != NULL) {
-                    gc.garbage = p;
-                    gc.garbage_cap = cap;
-                }
-            }
-            if (gc.ngarbage < gc.garbage_cap) {
-                gc.garbage[gc.ngarbage++] = rcgc__body(h);
-                c->uncollectable++;
-                pthread_mutex_unlock(&gc.lock);
-                continue;
-            }
-            pthread_mutex_unlock(&gc.lock);
-            m->fate = FATE_RETRY;
-        }
-        if (m->fate == FATE_RETRY || c->oom) {
-            rebuffer(c, h);
+        saved += m->fate == FATE_SAVED;
+    }
+    if (saved > 0)
+        save_all(c, saved);
+    c->fill = c->chunks;
+    for (size_t i = 0; i < c->members.n; i++) {
+        member *m = member_at(c, i);
+
+        if (m->fate == FATE_FREED || m->fate == FATE_SAVED)
+            continue;
+        if (c->oom ? (m->flags & M_ROOT) : m->fate == FATE_RETRY) {
+            rebuffer(c, m->h);
             retried++;
         }
-        unpin(h);
+        unpin(m->h);
     }
 }
 
@@ -1168,6 +1311,7 @@ static size_t collect_once(bool full)
         examine(&c);                                     /* 4-7 */
     }
     unflag_all(&c);                                      /* 8 */
+    keep_chunks(&c);
     rcgc__reclaim_flush(c.th);
 
     c.th->in_collection = false;

@@ -234,5 +234,8 @@ void      rcgc__test_raw(const void *obj, uintptr_t *owner, uint32_t *local, int
 void      rcgc__test_set_counts(void *obj, uint32_t local, intptr_t shared_count);
 size_t    rcgc__test_queue_length(void);
 uintptr_t rcgc__test_tid(void);
+/* The collector's allocations fail once n more have succeeded (n < 0:
+   never again); returns how many failed since the previous call. */
+size_t    rcgc__test_collector_fail_after(long n);
 
 #endif /* RCGC_INTERNAL_H */
