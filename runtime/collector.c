@@ -519,6 +519,60 @@ static void hand_over(rcgc__roots *chunk)
         ;
 }
 
+/*
+ * Root chunks go round: the collector puts emptied ones on a pool, and a
+ * thread that needs a chunk takes the whole pool into its own spares
+ * (exchange: no ABA) before it calls malloc.  A chunk is made by a mutator
+ * and emptied by the collector; freeing it there would take the mutator's
+ * malloc arena lock, which the mutator then waits for if the collector is
+ * preempted holding it.
+ */
+#define CHUNK_POOL_MAX 256
+
+static rcgc__ptr chunk_pool;       /* emptied chunks, linked by next */
+static rcgc__u64 chunk_pool_n;     /* about how many */
+
+static rcgc__roots *chunk_get(rcgc__thread *th)
+{
+    rcgc__roots *k = th->spare_chunks;
+
+    if (k == NULL && rcgc__ptr_load_relaxed(&chunk_pool) != NULL) {
+        size_t n = 0;
+        k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL);
+        for (rcgc__roots *p = k; p != NULL; p = p->next)
+            n++;
+        rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, -(uint64_t)n);
+    }
+    if (k == NULL)
+        return malloc(sizeof(*k));
+    th->spare_chunks = k->next;
+    return k;
+}
+
+static void chunk_put(rcgc__roots *k)
+{
+    void *top;
+
+    if (rcgc__u64_load_relaxed(&chunk_pool_n) >= CHUNK_POOL_MAX) {
+        free(k);
+        return;
+    }
+    rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, 1);
+    top = rcgc__ptr_load_relaxed(&chunk_pool);
+    do
+        k->next = top;
+    while (!rcgc__ptr_cas_seq_cst(&chunk_pool, &top, k));
+}
+
+void rcgc__roots_spares_free(rcgc__thread *th)
+{
+    while (th->spare_chunks != NULL) {
+        rcgc__roots *k = th->spare_chunks;
+        th->spare_chunks = k->next;
+        free(k);
+    }
+}
+
 void rcgc__buffer_root(void *obj)
 {
     rcgc__thread *th = rcgc__tls_thread;
@@ -532,7 +586,7 @@ void rcgc__buffer_root(void *obj)
     rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
     pthread_mutex_lock(&th->roots_lock);
     if (th->roots == NULL) {
-        th->roots = malloc(sizeof(*th->roots));
+        th->roots = chunk_get(th);
         if (th->roots == NULL) {
             /* No memory for a chunk: the object stays unbuffered and
                becomes a candidate at its next decrement (PITFALLS 28). */
@@ -606,6 +660,7 @@ typedef struct member {
 } member;
 
 _Static_assert(sizeof(member) == 32, "member records stay small");
+_Static_assert(sizeof(rcgc__roots) < 1008, "root chunks are small requests for malloc");
 
 /*
  * Out of memory (PITFALLS 28).  An allocation that fails sets oom; the
@@ -856,7 +911,7 @@ static void keep_chunks(collection *c)
 
         c->chunks = k->next;
         if (k->n == 0) {
-            free(k);
+            chunk_put(k);
             continue;
         }
         k->next = retry;
@@ -1546,6 +1601,12 @@ void rcgc__gc_shutdown_collect(void)
         unpin_all(&objs, 0);
     }
     vec_free(&objs);
+    for (rcgc__roots *k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL), *next; k != NULL;
+         k = next) {
+        next = k->next;
+        free(k);
+    }
+    rcgc__u64_store_seq_cst(&chunk_pool_n, 0);
 }
 
 void rcgc__gc_fill_stats(rcgc_stats *out)

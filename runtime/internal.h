@@ -27,8 +27,11 @@
 /* ... and the smallest open batch a safepoint seals. */
 #define RCGC__RECLAIM_SEAL_AT (RCGC_TEST_HARD ? 1 : 128)
 
-/* Candidate roots a thread collects before handing them to the collector. */
-#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1024)
+/* Candidate roots a thread collects before handing them to the collector.
+   A chunk stays under 1008 bytes, a small request for malloc: a large one
+   makes glibc consolidate every fast bin of the arena first, which takes
+   milliseconds after the collector has freed many objects into it. */
+#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 120)
 /* Candidates handed over that wake the background collector by default. */
 #define RCGC__THRESHOLD_DEFAULT (RCGC_TEST_HARD ? 1 : 10000)
 
@@ -128,6 +131,7 @@ typedef struct rcgc__thread {
        chunk for rcgc_collect). */
     pthread_mutex_t roots_lock;
     rcgc__roots    *roots;
+    rcgc__roots    *spare_chunks;   /* this thread's only (collector.c) */
 
     /* Protected by the lock of the bucket this tid hashes to (thread.c). */
     rcgc__header *merge_queue;      /* objects queued by non-owners, linked by link */
@@ -174,6 +178,7 @@ void   rcgc__roots_flush(rcgc__thread *th);        /* hand the chunk over */
 void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
 bool   rcgc__registry_remove(rcgc__thread *th, rcgc__header *h);
 void   rcgc__registry_flush(void);
+void   rcgc__roots_spares_free(rcgc__thread *th);
 extern rcgc__u64 rcgc__freeze_count;
 
 /* ---- refcount.c -------------------------------------------------------- */

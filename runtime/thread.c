@@ -166,6 +166,7 @@ void rcgc_thread_detach(void)
     rcgc__roots_flush(th);
     rcgc__reclaim_flush(th);
     rcgc__cache_flush(th);
+    rcgc__roots_spares_free(th);
 
     pthread_mutex_lock(&rcgc__rt.lock);
     if (th->all_prev)
