@@ -680,9 +680,33 @@ typedef struct collection {
     size_t candidates, delta_failures, sigma_failures;
     size_t collected, uncollectable;
     uint32_t external;             /* edge_visit's count for the member at hand */
+    size_t budget;                 /* members marking may reach (PITFALLS 25) */
     unsigned debug;
-    bool oom;
+    bool oom, truncated;           /* truncated: marking stopped at the budget */
 } collection;
+
+/*
+ * Bounded marking (PITFALLS 25: a long-lived hub that keeps becoming a
+ * candidate must not cost its whole subgraph at every collection).  Every
+ * candidate handed over earns MARK_CREDIT members of marking beyond the
+ * candidates into a balance, and background collections spend from it,
+ * never more than it holds: over any run, marking is at most MARK_CREDIT
+ * members per candidate.  A collection normally spends half of what its
+ * own candidates earned, saving the rest; once the balance reaches
+ * next_try it may spend all of it, and if that still is not enough the
+ * next such attempt waits for twice as much, so a subgraph of n members
+ * is examined in full after O(n / MARK_CREDIT) candidates.  Stopping early is sound: an object left
+ * unexamined counts as outside, so the references it holds are external
+ * and keep their targets black.  A collection that stopped puts its
+ * surviving roots back.  Garbage among the candidates, and what a
+ * collection's own earnings reach, is found at once.  rcgc_collect marks
+ * without a bound and spends nothing.
+ */
+#define MARK_CREDIT 16
+static size_t mark_balance;        /* protected by collect_mutex */
+static size_t mark_next_try;
+static size_t last_examined;       /* ... and these: the last collection's */
+static bool   last_truncated;
 
 /* Most passes visit members in table order and miss the cache on each
    header: ask for the one PREFETCH_AHEAD places on early. */
@@ -755,6 +779,10 @@ static void mark_visit(rcgc_ref *slot, void *ctx)
     if ((bits & (RCGC__GC_TRACKED | RCGC__GC_FROZEN)) != RCGC__GC_TRACKED ||
         index_of(h) != 0)
         return;
+    if (c->members.n >= c->budget) {
+        c->truncated = true;
+        return;
+    }
     /* We are online: the object's memory stays while we try. */
     if (member_room(c) && rcgc__pin_flag(h, 0))
         add_member(c, h, false);
@@ -1127,7 +1155,8 @@ static void examine(collection *c)
     bool may_keep = c->debug & RCGC_DEBUG_SAVEALL;
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
-        back += m->fate == FATE_RETRY;
+        back += m->fate == FATE_RETRY ||
+                (c->truncated && (m->flags & M_ROOT) && m->fate == FATE_LIVE);
         freed += m->fate == FATE_FREED;
         may_keep |= m->fate == FATE_FREED && (m->flags & M_FINALIZER);
     }
@@ -1292,7 +1321,8 @@ static void unflag_all(collection *c)
 
         if (m->fate == FATE_FREED || m->fate == FATE_SAVED)
             continue;
-        if (c->oom ? (m->flags & M_ROOT) : m->fate == FATE_RETRY) {
+        if (c->oom ? (m->flags & M_ROOT)
+                   : m->fate == FATE_RETRY || (c->truncated && (m->flags & M_ROOT))) {
             rebuffer(c, m->h);
             retried++;
         }
@@ -1307,6 +1337,9 @@ static size_t collect_once(bool full)
     rcgc__roots *chunks, *taken, *tail;
     rcgc_collect_info info = { 0, 0 };
     uint64_t t0 = now_ns(), dt;
+    size_t fresh = 0;              /* candidates handed over since the last */
+    size_t earned, spend = 0, taken_n;
+    bool trying = false;
     rcgc__thread *t;
 
     c.members = (vec)VEC(member);
@@ -1323,6 +1356,7 @@ static size_t collect_once(bool full)
         for (t = rcgc__rt.threads; t != NULL; t = t->all_next) {
             rcgc__roots *stolen = take_chunk(t);
             if (stolen != NULL) {
+                fresh += stolen->n;
                 stolen->next = chunks;
                 chunks = stolen;
             }
@@ -1338,6 +1372,7 @@ static size_t collect_once(bool full)
                 break;
         }
         rcgc__u64_fetch_add_seq_cst(&npending, -(uint64_t)n);
+        fresh += n;
         tail->next = chunks;
         chunks = taken;
     }
@@ -1356,8 +1391,18 @@ static size_t collect_once(bool full)
     c.th->in_collection = true;
 
     retried = 0;
+    c.budget = SIZE_MAX;
     take_candidates(&c, chunks);                         /* 1. roots */
-    while (c.stack.n > 0 && !c.oom) {                    /* 2. mark */
+    taken_n = c.members.n;
+    if (!full) {
+        earned = fresh < SIZE_MAX / 4 / MARK_CREDIT ? fresh * MARK_CREDIT : SIZE_MAX / 4;
+        mark_balance = mark_balance < SIZE_MAX / 4 - earned ? mark_balance + earned
+                                                            : SIZE_MAX / 4;
+        trying = mark_balance >= mark_next_try;
+        spend = trying ? mark_balance : earned / 2 < mark_balance ? earned / 2 : mark_balance;
+        c.budget = taken_n + spend;
+    }
+    while (c.stack.n > 0 && !c.oom && !c.truncated) {    /* 2. mark */
         member *m = member_at(&c, VEC_AT(&c.stack, uint32_t, --c.stack.n));
         m->h->type->traverse(rcgc__body(m->h), mark_visit, &c);
     }
@@ -1367,6 +1412,16 @@ static size_t collect_once(bool full)
     }
     unflag_all(&c);                                      /* 8 */
     keep_chunks(&c);
+    if (!full) {
+        size_t used = c.members.n - taken_n;
+        mark_balance -= used < mark_balance ? used : mark_balance;
+        if (!c.truncated)
+            mark_next_try = 0;
+        else if (trying)
+            mark_next_try = spend < SIZE_MAX / 8 ? 2 * spend : SIZE_MAX / 4;
+    }
+    last_examined = c.members.n;
+    last_truncated = c.truncated;
     rcgc__reclaim_flush(c.th);
 
     c.th->in_collection = false;
@@ -1393,11 +1448,11 @@ static size_t collect_once(bool full)
 
     if (c.debug & RCGC_DEBUG_STATS)
         fprintf(stderr, "rcgc: collection: candidates=%zu examined=%zu collected=%zu "
-                        "uncollectable=%zu delta_failures=%zu sigma_failures=%zu%s "
+                        "uncollectable=%zu delta_failures=%zu sigma_failures=%zu%s%s "
                         "duration=%.3fms\n",
                 c.candidates, c.members.n, c.collected, c.uncollectable,
                 c.delta_failures, c.sigma_failures, c.oom ? " out_of_memory" : "",
-                (double)dt / 1e6);
+                c.truncated ? " truncated" : "", (double)dt / 1e6);
     info.collected = c.collected;
     info.uncollectable = c.uncollectable;
     run_callbacks(RCGC_PHASE_STOP, &info);
@@ -1976,4 +2031,19 @@ void rcgc_garbage_clear(void)
     for (size_t i = 0; i < n; i++)
         rcgc_decref(list[i]);
     free(list);
+}
+
+/* One background collection on the calling thread (manual-mode tests):
+   the members it examined, and whether marking stopped at its budget. */
+size_t rcgc__test_collect_background(bool *truncated)
+{
+    size_t n;
+
+    lock_collect();
+    collect_once(false);
+    n = last_examined;
+    if (truncated != NULL)
+        *truncated = last_truncated;
+    pthread_mutex_unlock(&collect_mutex);
+    return n;
 }

@@ -242,5 +242,6 @@ uintptr_t rcgc__test_tid(void);
 /* The collector's allocations fail once n more have succeeded (n < 0:
    never again); returns how many failed since the previous call. */
 size_t    rcgc__test_collector_fail_after(long n);
+size_t    rcgc__test_collect_background(bool *truncated);
 
 #endif /* RCGC_INTERNAL_H */
