@@ -114,8 +114,9 @@
  * A doubly linked list per shard, under the shard's lock; but a mutator never
  * waits for that lock, which the collector or an introspection call may hold
  * for a while (and, on a busy machine, be preempted holding).  A new object
- * is pushed on the shard's lock-free incoming stack; a dead one is unlinked
- * at once if the lock is free, else pushed on the doomed stack.  Whoever
+ * is linked at once if the lock is free, else pushed on the shard's
+ * lock-free incoming stack; a dead one is unlinked at once if the lock is
+ * free, else pushed on the doomed stack.  Whoever
  * takes the lock first splices the incoming stack into the list; whoever
  * lets it go first unlinks the doomed objects and disposes of them (a
  * mutator at most DRAIN_MUTATOR of them, so its own wait stays short).  A
@@ -137,14 +138,32 @@ static bool shards_ready;          /* set once, at the first rcgc_init */
 
 rcgc__u64 rcgc__freeze_count;
 
+static void link_object(struct shard *sh, rcgc__gclink *g)
+{
+    g->next = sh->head.next;
+    g->prev = &sh->head;
+    sh->head.next->prev = g;
+    sh->head.next = g;
+}
+
+static bool shard_lock(struct shard *sh, bool try);
+static void shard_unlock(struct shard *sh, size_t max);
+
 void rcgc__registry_insert(rcgc__header *h, uintptr_t tid)
 {
     rcgc__gclink *g = rcgc__gclink_of(h);
     struct shard *sh = &shards[(tid >> RCGC__TID_SHIFT) % NSHARDS];
-    void *top = rcgc__ptr_load_relaxed(&sh->incoming);
+    void *top;
 
     g->index = 0;
     g->shard = (uint32_t)(sh - shards);
+    /* Linked now, while it is in cache, if the lock is free. */
+    if (shard_lock(sh, true)) {
+        link_object(sh, g);
+        shard_unlock(sh, DRAIN_MUTATOR);
+        return;
+    }
+    top = rcgc__ptr_load_relaxed(&sh->incoming);
     do
         g->next = top;
     while (!rcgc__ptr_cas_seq_cst(&sh->incoming, &top, g));
@@ -165,10 +184,7 @@ static void shard_splice(struct shard *sh)
 
     while (g != NULL) {
         rcgc__gclink *next = g->next;
-        g->next = sh->head.next;
-        g->prev = &sh->head;
-        sh->head.next->prev = g;
-        sh->head.next = g;
+        link_object(sh, g);
         g = next;
     }
 }
@@ -523,9 +539,12 @@ static void hand_over(rcgc__roots *chunk)
  * Root chunks go round: the collector puts emptied ones on a pool, and a
  * thread that needs a chunk takes the whole pool into its own spares
  * (exchange: no ABA) before it calls malloc.  A chunk is made by a mutator
- * and emptied by the collector; freeing it there would take the mutator's
+ * and emptied by the collector.  Freeing it there would take the mutator's
  * malloc arena lock, which the mutator then waits for if the collector is
- * preempted holding it.
+ * preempted holding it; and a chunk is a large request for malloc, for
+ * which glibc first consolidates every fast bin of the arena: milliseconds
+ * inside a mutator's decrement after a big collection freed objects into
+ * it, and, freed by the collector next to free space, quadratic work.
  */
 #define CHUNK_POOL_MAX 256
 
@@ -660,7 +679,6 @@ typedef struct member {
 } member;
 
 _Static_assert(sizeof(member) == 32, "member records stay small");
-_Static_assert(sizeof(rcgc__roots) < 1008, "root chunks are small requests for malloc");
 
 /*
  * Out of memory (PITFALLS 28).  An allocation that fails sets oom; the

@@ -28,10 +28,9 @@
 #define RCGC__RECLAIM_SEAL_AT (RCGC_TEST_HARD ? 1 : 128)
 
 /* Candidate roots a thread collects before handing them to the collector.
-   A chunk stays under 1008 bytes, a small request for malloc: a large one
-   makes glibc consolidate every fast bin of the arena first, which takes
-   milliseconds after the collector has freed many objects into it. */
-#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 120)
+   Chunks go round through a pool (collector.c): a thread seldom mallocs
+   one, and the collector seldom frees one. */
+#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1024)
 /* Candidates handed over that wake the background collector by default. */
 #define RCGC__THRESHOLD_DEFAULT (RCGC_TEST_HARD ? 1 : 10000)
 
@@ -104,7 +103,8 @@ typedef struct rcgc__roots {
  */
 /* The thread cache (runtime.c): freed object memory of up to
    RCGC__CACHE_CLASSES * 16 bytes is kept per thread, by size class, up to
-   RCGC__CACHE_BYTES in all, when objects come from malloc. */
+   RCGC__CACHE_BYTES in all, when objects come from malloc; past that, in a
+   central pool. */
 #define RCGC__CACHE_CLASSES 16
 #define RCGC__CACHE_BYTES   ((size_t)8 << 20)
 
@@ -124,6 +124,7 @@ typedef struct rcgc__thread {
     bool          no_buffer;        /* collector unpinning: decrements buffer nothing */
     void         *cache[RCGC__CACHE_CLASSES];   /* free blocks of (class + 1) * 16 bytes,
                                                    linked through their first word */
+    uint32_t      ncached[RCGC__CACHE_CLASSES]; /* ... how many of each */
     size_t        cached;                       /* ... their bytes */
     bool          in_collection;    /* this thread runs a collection (finalizers) */
 

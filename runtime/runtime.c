@@ -25,14 +25,27 @@ static void default_free(void *p, size_t size, void *ctx)
 }
 
 /*
- * The thread cache.  With malloc/free behind it (no hooks), a small object's
- * memory is allocated in blocks of a multiple of 16 bytes, and a freed block
- * goes on the freeing thread's list for its size class, which the thread's
- * next allocation of that class pops: no lock, no atomic, and the block is
- * usually still in cache.  A thread keeps at most RCGC__CACHE_BYTES (as
- * tcmalloc's thread caches do); the rest goes to free(), and so does the whole cache at detach.  Blocks freed
- * by a thread that is not attached (the reclaimer) go to free() at once.
- * AddressSanitizer builds keep no cache, so that it sees every free.
+ * The thread cache and the central pool.  With malloc/free behind them (no
+ * hooks), a small object's memory is allocated in blocks of a multiple of
+ * 16 bytes, and a freed block goes on the freeing thread's list for its
+ * size class, which the thread's next allocation of that class pops: no
+ * lock, no atomic, and the block is usually still in cache.
+ *
+ * A thread keeps at most RCGC__CACHE_BYTES (as tcmalloc's thread caches
+ * do).  Past that, a whole class list goes to the central pool as one
+ * batch, up to POOL_BYTES in all, and a thread whose list is empty takes a
+ * batch from the pool before it calls malloc.  That is how memory freed by
+ * the collector, which frees what mutators made, goes back to mutators
+ * without glibc: a block that another thread frees lands in a fast bin of
+ * the owner's arena, and the owner's next malloc that finds its arena's
+ * top used up consolidates every fast bin, milliseconds inside a mutator's
+ * call after a big collection.  The pool's lock is only ever tried by a
+ * mutator (busy: it calls malloc), never waited for.
+ *
+ * Blocks freed by a thread that is not attached (the reclaimer) go to
+ * free() at once; a thread's cache goes to free() at detach, the pool at
+ * shutdown.  AddressSanitizer builds keep neither, so that it sees every
+ * free.
  */
 #if defined(__SANITIZE_ADDRESS__)
 #define CACHE_ALLOWED false
@@ -45,9 +58,77 @@ static void default_free(void *p, size_t size, void *ctx)
 #define CACHE_ALLOWED true
 #endif
 
+#define POOL_BYTES ((size_t)32 << 20)
+
+/* A free block's words: the next block of its list; and in the first
+   block of a batch in the pool, the batch's length and the next batch.
+   Object blocks have at least 48 bytes. */
+#define BLOCK_NEXT(p)   (((void **)(p))[0])
+#define BATCH_COUNT(p)  (((uintptr_t *)(p))[1])
+#define BATCH_NEXT(p)   (((void **)(p))[2])
+
+static struct {
+    pthread_mutex_t lock;
+    void           *batches[RCGC__CACHE_CLASSES];
+    size_t          bytes;
+} pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
 static inline size_t cache_class(size_t size)
 {
     return (size + 15) / 16 - 1;           /* < RCGC__CACHE_CLASSES: cached */
+}
+
+static inline size_t class_bytes(size_t c)
+{
+    return (c + 1) * 16;
+}
+
+/* A batch of class c from the pool into th's empty list; false if none
+   (or the pool is busy). */
+static bool pool_take(rcgc__thread *th, size_t c)
+{
+    void *b;
+
+    if (__atomic_load_n(&pool.batches[c], __ATOMIC_RELAXED) == NULL ||
+        pthread_mutex_trylock(&pool.lock) != 0)
+        return false;
+    b = pool.batches[c];
+    if (b != NULL) {
+        __atomic_store_n(&pool.batches[c], BATCH_NEXT(b), __ATOMIC_RELAXED);
+        __atomic_store_n(&pool.bytes, pool.bytes - BATCH_COUNT(b) * class_bytes(c),
+                         __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&pool.lock);
+    if (b == NULL)
+        return false;
+    th->cache[c] = b;
+    th->ncached[c] = (uint32_t)BATCH_COUNT(b);
+    th->cached += BATCH_COUNT(b) * class_bytes(c);
+    return true;
+}
+
+/* th's whole list of class c to the pool; false if the pool is full. */
+static bool pool_give(rcgc__thread *th, size_t c)
+{
+    void *b = th->cache[c];
+    size_t n = th->ncached[c], bytes = n * class_bytes(c);
+    bool kept = false;
+
+    pthread_mutex_lock(&pool.lock);
+    if (pool.bytes + bytes <= POOL_BYTES) {
+        BATCH_COUNT(b) = n;
+        BATCH_NEXT(b) = pool.batches[c];
+        __atomic_store_n(&pool.batches[c], b, __ATOMIC_RELAXED);
+        __atomic_store_n(&pool.bytes, pool.bytes + bytes, __ATOMIC_RELAXED);
+        kept = true;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    if (kept) {
+        th->cache[c] = NULL;
+        th->ncached[c] = 0;
+        th->cached -= bytes;
+    }
+    return kept;
 }
 
 void *rcgc__mem_alloc(size_t size)
@@ -58,12 +139,14 @@ void *rcgc__mem_alloc(size_t size)
         rcgc__thread *th = rcgc__tls_thread;
         void *p;
 
-        if (th != NULL && (p = th->cache[c]) != NULL) {
-            th->cache[c] = *(void **)p;
-            th->cached -= (c + 1) * 16;
+        if (th != NULL && (th->cache[c] != NULL || pool_take(th, c))) {
+            p = th->cache[c];
+            th->cache[c] = BLOCK_NEXT(p);
+            th->ncached[c]--;
+            th->cached -= class_bytes(c);
             return p;
         }
-        return malloc((c + 1) * 16);
+        return malloc(class_bytes(c));
     }
     return rcgc__rt.opts.alloc(size, rcgc__rt.opts.alloc_ctx);
 }
@@ -78,28 +161,61 @@ void rcgc__mem_release(rcgc__header *h)
     if (rcgc__rt.cache && c < RCGC__CACHE_CLASSES) {
         rcgc__thread *th = rcgc__tls_thread;
 
-        if (th != NULL && th->cached < RCGC__CACHE_BYTES) {
-            *(void **)p = th->cache[c];
-            th->cache[c] = p;
-            th->cached += (c + 1) * 16;
-        } else {
+        if (th == NULL) {
             free(p);
+            return;
         }
+        if (th->cached >= RCGC__CACHE_BYTES) {
+            /* Full: the list to the pool if it has room, else this block
+               to free() while it is hot. */
+            if (th->cache[c] == NULL ||
+                __atomic_load_n(&pool.bytes, __ATOMIC_RELAXED) +
+                        th->ncached[c] * class_bytes(c) > POOL_BYTES ||
+                !pool_give(th, c)) {
+                free(p);
+                return;
+            }
+        }
+        BLOCK_NEXT(p) = th->cache[c];
+        th->cache[c] = p;
+        th->ncached[c]++;
+        th->cached += class_bytes(c);
         return;
     }
     rcgc__rt.opts.free(p, size, rcgc__rt.opts.alloc_ctx);
 }
 
+static void free_list(void *b)
+{
+    while (b != NULL) {
+        void *next = BLOCK_NEXT(b);
+        free(b);
+        b = next;
+    }
+}
+
 void rcgc__cache_flush(rcgc__thread *th)
 {
     for (size_t c = 0; c < RCGC__CACHE_CLASSES; c++) {
-        while (th->cache[c] != NULL) {
-            void *p = th->cache[c];
-            th->cache[c] = *(void **)p;
-            free(p);
-        }
+        free_list(th->cache[c]);
+        th->cache[c] = NULL;
+        th->ncached[c] = 0;
     }
     th->cached = 0;
+}
+
+static void pool_flush(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    for (size_t c = 0; c < RCGC__CACHE_CLASSES; c++) {
+        for (void *b = pool.batches[c], *next; b != NULL; b = next) {
+            next = BATCH_NEXT(b);
+            free_list(b);
+        }
+        __atomic_store_n(&pool.batches[c], NULL, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&pool.bytes, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&pool.lock);
 }
 
 int rcgc_init(const rcgc_options *opts)
@@ -185,6 +301,7 @@ void rcgc_shutdown(void)
 
     rcgc__epoch_stop();        /* every unlinked dead object is freed */
     rcgc__quarantine_flush();
+    pool_flush();
 }
 
 void rcgc_reclaim_wait(void)
