@@ -61,7 +61,9 @@ void rcgc_blocking_begin(void);    /* caller will not touch objects until _end a
 void rcgc_blocking_end(void);
 
 /* Waits (as a blocking region) until the memory of every object released
-   before the call, by any thread, has been reclaimed.  For tests and for
+   before the call, by any thread, has been reclaimed: given back to the
+   free hook, or with malloc, to malloc, except what other threads keep in
+   their caches (at most 8 MiB each, until they detach).  For tests and for
    services that measure their footprint. */
 void rcgc_reclaim_wait(void);
 

@@ -24,18 +24,25 @@
  * chunk.  An entry holds no reference: an object released while BUFFERED
  * becomes a ZOMBIE whose memory the entry's consumer returns (exactly one
  * of rcgc__dispose's fetch_or and the consumer's fetch_and sees the other's
- * bit; PITFALLS 14).
+ * bit; PITFALLS 14).  Handing over takes no lock (a lock-free stack and a
+ * semaphore; see hand_over), and neither does anything else a mutator does
+ * here: the registry of tracked objects defers to whoever holds its lock
+ * (see "the registry"), so no mutator ever waits for the collector.
  *
  * One collection (collect_once), never stopping a mutator:
- *  1. roots    each candidate is pinned with the validated try-increment of
- *              rcgc_ref_load (dead ones are skipped, zombies freed), and
- *              its BUFFERED bit cleared.
+ *  1. roots    each candidate is pinned and flagged (rcgc__pin_flag: the
+ *              validated try-increment of rcgc_ref_load, whose CAS also
+ *              sets SCAN and clears DIRTY in the shared word; then
+ *              fetch_or OWNER_SCAN in the owner word), and its BUFFERED bit
+ *              cleared; dead ones are skipped, zombies freed.
  *  2. mark     from the roots, with an explicit stack, every tracked object
- *              reachable through slots is pinned, then flagged (owner word:
- *              fetch_or OWNER_SCAN; shared word: SCAN set, DIRTY cleared).
- *              Pin before flag: a pinned object cannot be freed while a
- *              thread that has not yet seen the flag drops its last
- *              reference (review hole 3).  Frozen objects are not entered.
+ *              reachable through slots is pinned and flagged the same way.
+ *              The pin is never later than the flag: a pinned object cannot
+ *              be freed while a thread that has not yet seen the flag drops
+ *              its last reference (review hole 3).  Frozen objects are not
+ *              entered.  A background collection marks within a budget
+ *              ("Bounded marking" below); an object it leaves unexamined
+ *              counts as outside.
  *  3. grace    one grace period (synchronize_rcu).  Every count operation
  *              that read an unflagged word has finished (the owner's inline
  *              path runs between quiescent states); from here on any count
@@ -65,10 +72,13 @@
  *              words are checked again (a finalizer that stored a member somewhere
  *              changed a count: the component is resurrected, kept, and
  *              not finalized again); then every slot is cleared, references
- *              leaving the component are dropped, and each member is
- *              disposed; its memory goes back at once unless it was ever
- *              overwritten out of a slot (then after a grace period:
- *              object.c explains why no other thread can be reading it).
+ *              leaving the component are dropped (a member whose references
+ *              all stayed in its component, and no finalizer ran, is not
+ *              visited: nothing else writes the slots of garbage), and each
+ *              member is disposed; its memory goes back at once unless it
+ *              was ever overwritten out of a slot (then after a grace
+ *              period: object.c explains why no other thread can be
+ *              reading it).
  *  8. unflag   survivors lose SCAN/DIRTY (fetch_and, hole 4) and their pin
  *              (a decrement that buffers nothing).
  *
@@ -82,18 +92,30 @@
  * live object could reach it, and garbage stays garbage.  DYING, set by
  * the same CAS, turns away the one kind of access that needs no reference,
  * a load racing the slot overwrite that made the cycle garbage.
- * Liveness: a garbage cycle is not touched by anyone, so once every
- * candidate that names it is examined after mutators stopped touching it,
- * its component passes; failed components are re-buffered, never dropped;
- * the Delta-test is per component, so live neighbours do not hold it back.
+ * Liveness (Paz et al. showed the original algorithm can defer a cycle
+ * forever): a component fails the Delta-test only if one of its own
+ * members' words changed after step 4 read it, that is, only if a thread
+ * touched it; failed components are re-buffered, never dropped, and
+ * examined again from a fresh flag (the flag clears DIRTY).  The test is
+ * per component, so busy live neighbours do not hold garbage back.  A
+ * garbage cycle is touched by no one, so the first collection that
+ * examines it after the mutators let go (and, for an object queued to its
+ * owner, after that owner's next safepoint, which QSBR requires anyway)
+ * frees it: within one collection for rcgc_collect, which marks without a
+ * bound, and within O(n / MARK_CREDIT) candidates for a background
+ * collection, n the subgraph it sits behind (stress_gc_liveness,
+ * test_gc_hub).
  * A collection that runs out of memory before step 7 frees nothing,
  * restores every flag and pin, and re-buffers its roots without
  * allocating; later, no memory only means no batching, or SAVEALL garbage
  * listed by the next collection (PITFALLS 28; see struct collection).
- * Cost: the subgraph reachable from the candidates, not the heap; frozen
- * objects bound it (rcgc_freeze).  A long-lived hub that keeps becoming a
- * candidate still costs its reachable subgraph each time (PITFALLS 25 is
- * only mitigated by freezing).
+ * Cost: the subgraph reachable from the candidates, not the heap, and for
+ * background collections at most MARK_CREDIT members of marking per
+ * candidate handed over, so a long-lived hub that keeps becoming a
+ * candidate is not rescanned at every collection (PITFALLS 25; "Bounded
+ * marking"); frozen objects are never entered (rcgc_freeze).  Each step
+ * is one pass over a table of 32-byte member records, prefetching the
+ * headers it visits.
  *
  * Finalizers and callbacks run on the collecting thread outside every lock;
  * they may call any rcgc function; rcgc_collect from inside returns 0.

@@ -325,6 +325,8 @@ void rcgc_reclaim_wait(void)
         rcgc_blocking_begin();
     rcgc__epoch_wait_reclaimed();
     rcgc__quarantine_flush();
+    rcgc__cache_flush(th);         /* and back to malloc: ours, and the pool */
+    pool_flush();
     if (!was_blocking)
         rcgc_blocking_end();
 }
