@@ -222,33 +222,31 @@ static bool shard_lock(struct shard *sh, bool try)
     return true;
 }
 
-/* Unlinks and disposes of up to max doomed objects (the lock is held);
-   those left go back on the stack. */
+/* Unlinks and disposes of up to max doomed objects (the lock is held).  The
+   holder is the doomed stack's only popper, so popping one entry by CAS
+   cannot suffer ABA: pushers only push. */
 static void shard_drain(struct shard *sh, size_t max)
 {
     rcgc__thread *th = rcgc__tls_thread;
-    rcgc__gclink *g, *rest;
-    void *top;
 
-    if (th == NULL || rcgc__ptr_load_relaxed(&sh->doomed) == NULL)
+    if (th == NULL)
         return;
-    g = rcgc__ptr_exchange_seq_cst(&sh->doomed, NULL);
-    /* A doomed object's insert happened before its death, so it is in the
-       list or, by now, on the incoming stack. */
-    shard_splice(sh);
-    for (; g != NULL && max > 0; max--) {
-        rcgc__gclink *next = g->doomed;
+    while (max-- > 0) {
+        /* Acquire: what the pusher wrote is ours, and so is the object's
+           insert, which happened before its death. */
+        rcgc__gclink *g = rcgc__ptr_load_acquire(&sh->doomed);
+
+        if (g == NULL)
+            return;
+        if (!rcgc__ptr_cas_seq_cst(&sh->doomed, (void **)&g, g->doomed)) {
+            max++;
+            continue;
+        }
+        /* Inserted while the lock was held: still on the incoming stack. */
+        if (rcgc__ptr_load_relaxed(&sh->incoming) != NULL)
+            shard_splice(sh);
         unlink_object(g);
         rcgc__dispose_unlinked(th, rcgc__gclink_header(g));
-        g = next;
-    }
-    while (g != NULL) {
-        rest = g->doomed;
-        top = rcgc__ptr_load_relaxed(&sh->doomed);
-        do
-            g->doomed = top;
-        while (!rcgc__ptr_cas_seq_cst(&sh->doomed, &top, g));
-        g = rest;
     }
 }
 

@@ -26,6 +26,8 @@
  * It reads the old value first and exchanges by CAS, so the value it marks
  * is the value it removes.
  */
+#include <sched.h>
+
 #include "internal.h"
 
 static inline void check_attached(const char *fn)
@@ -56,13 +58,21 @@ void *rcgc_ref_load(rcgc_ref *slot)
 
         if (obj == NULL || rcgc__try_incref(rcgc__hdr(obj)))
             return obj;
-        /* Dead: a slot that counted it has moved on; read it again.  But a
-           slot that still holds a DYING object belongs to something being
-           torn down with it (a finalizer reading its own cycle): such a
-           slot reads as empty, since nothing may take a new reference. */
+        /* Dead: a slot that counted it has moved on; read it again.  A slot
+           that still holds a DYING object belongs to a component the
+           collector marked DYING: either garbage, whose slots only the
+           collecting thread can reach (a finalizer reading its own cycle):
+           the slot reads as empty, since nothing may take a new reference;
+           or a component whose Delta-test failed after some of its members
+           were marked, which the collector takes back before it does
+           anything else: wait for that.  (An object released by counting
+           is in no slot.) */
         if (rcgc__slot_load_acquire(slot) == obj &&
-            (rcgc__sword_load_relaxed(&rcgc__hdr(obj)->ref_shared) & RCGC__SHARED_DYING))
-            return NULL;
+            (rcgc__sword_load_relaxed(&rcgc__hdr(obj)->ref_shared) & RCGC__SHARED_DYING)) {
+            if (rcgc__tls_thread->in_collection)
+                return NULL;
+            sched_yield();
+        }
     }
 }
 
