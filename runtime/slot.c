@@ -36,7 +36,8 @@ static inline void check_attached(const char *fn)
                 "thread not attached", NULL);
 }
 
-void rcgc_ref_init(rcgc_ref *slot, void *obj)
+/* (Parenthesized: the names are also the macros of <rcgc/biased.h>.) */
+void (rcgc_ref_init)(rcgc_ref *slot, void *obj)
 {
     if (slot == NULL)
         return;
@@ -45,7 +46,7 @@ void rcgc_ref_init(rcgc_ref *slot, void *obj)
     rcgc__slot_store_release(slot, obj);
 }
 
-void *rcgc_ref_load(rcgc_ref *slot)
+void *(rcgc_ref_load)(rcgc_ref *slot)
 {
     if (slot == NULL)
         return NULL;

@@ -140,6 +140,7 @@ int main(void)
     alarm(120);
     TAP_REQUIRE(rcgc_init(&refcount_only) == 0, "rcgc_init");
     h = rcgc_new(&holder_type);
+    TAP_REQUIRE(h != NULL, "rcgc_new");
     x = new_leaf(1);
     y = new_leaf(2);
     z = new_leaf(3);

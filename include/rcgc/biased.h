@@ -205,6 +205,52 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
     rcgc__decref_shared_slow(obj);
 }
 
+/*
+ * The owner's fast paths of two slot functions, inline for the same reason
+ * as the counts'; everything else is the library's function (runtime/slot.c
+ * argues both).  The macros keep the names: &rcgc_ref_load is still the
+ * function.
+ */
+static inline RCGC__ALWAYS_INLINE void *rcgc__ref_load_inline(rcgc_ref *slot)
+{
+    rcgc__header *h;
+    uintptr_t owner;
+    uint32_t local;
+    void *obj;
+
+    if (RCGC_DEBUG || slot == NULL)
+        return (rcgc_ref_load)(slot);
+    obj = __atomic_load_n(&slot->rcgc_private_, __ATOMIC_ACQUIRE);
+    if (obj == NULL)
+        return NULL;
+    /* Ours and unmerged: alive, and only we count on local (refcount.c). */
+    h = rcgc__hdr(obj);
+    owner = __atomic_load_n(&h->owner.v, __ATOMIC_RELAXED);
+    if (__builtin_expect((owner | RCGC__OWNER_UNBUFFERED) ==
+                         (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED), 1)) {
+        local = __atomic_load_n(&h->ref_local.v, __ATOMIC_RELAXED);
+        if (__builtin_expect(local != UINT32_MAX, 1)) {
+            __atomic_store_n(&h->ref_local.v, local + 1, __ATOMIC_RELAXED);
+            return obj;
+        }
+    }
+    return (rcgc_ref_load)(slot);
+}
+
+static inline RCGC__ALWAYS_INLINE void rcgc__ref_init_inline(rcgc_ref *slot, void *obj)
+{
+    if (RCGC_DEBUG || slot == NULL) {
+        (rcgc_ref_init)(slot, obj);
+        return;
+    }
+    rcgc_incref(obj);
+    /* Release: pairs with the acquire load of rcgc_ref_load. */
+    __atomic_store_n(&slot->rcgc_private_, obj, __ATOMIC_RELEASE);
+}
+
+#define rcgc_ref_load(slot)      rcgc__ref_load_inline(slot)
+#define rcgc_ref_init(slot, obj) rcgc__ref_init_inline((slot), (obj))
+
 #ifdef __cplusplus
 }
 #endif
