@@ -1442,6 +1442,9 @@ static size_t collect_once(bool full)
     }
     while (c.stack.n > 0 && !c.oom && !c.truncated) {    /* 2. mark */
         member *m = member_at(&c, VEC_AT(&c.stack, uint32_t, --c.stack.n));
+        if (c.stack.n > PREFETCH_AHEAD)
+            prefetch_object(member_at(&c, VEC_AT(&c.stack, uint32_t,
+                                                 c.stack.n - PREFETCH_AHEAD))->h);
         m->h->type->traverse(rcgc__body(m->h), mark_visit, &c);
     }
     if (c.members.n > 0 && !c.oom) {
