@@ -39,8 +39,8 @@ static void default_free(void *p, size_t size, void *ctx)
  * without glibc: a block that another thread frees lands in a fast bin of
  * the owner's arena, and the owner's next malloc that finds its arena's
  * top used up consolidates every fast bin, milliseconds inside a mutator's
- * call after a big collection.  The pool's lock is only ever tried by a
- * mutator (busy: it calls malloc), never waited for.
+ * call after a big collection.  The pool's lock is only ever tried (busy:
+ * malloc or free it is), never waited for, but by rcgc_reclaim_wait and shutdown.
  *
  * Blocks freed by a thread that is not attached (the reclaimer) go to
  * free() at once; a thread's cache goes to free() at detach, the pool at
@@ -107,14 +107,16 @@ static bool pool_take(rcgc__thread *th, size_t c)
     return true;
 }
 
-/* th's whole list of class c to the pool; false if the pool is full. */
+/* th's whole list of class c to the pool; false if the pool is full (or
+   busy: nobody waits for its lock). */
 static bool pool_give(rcgc__thread *th, size_t c)
 {
     void *b = th->cache[c];
     size_t n = th->ncached[c], bytes = n * class_bytes(c);
     bool kept = false;
 
-    pthread_mutex_lock(&pool.lock);
+    if (pthread_mutex_trylock(&pool.lock) != 0)
+        return false;
     if (pool.bytes + bytes <= POOL_BYTES) {
         BATCH_COUNT(b) = n;
         BATCH_NEXT(b) = pool.batches[c];
