@@ -40,7 +40,8 @@ static void default_free(void *p, size_t size, void *ctx)
  * the owner's arena, and the owner's next malloc that finds its arena's
  * top used up consolidates every fast bin, milliseconds inside a mutator's
  * call after a big collection.  The pool's lock is only ever tried (busy:
- * malloc or free it is), never waited for, but by rcgc_reclaim_wait and shutdown.
+ * malloc or free it is), never waited for, but by rcgc_reclaim_wait and
+ * at shutdown.
  *
  * Blocks freed by a thread that is not attached (the reclaimer) go to
  * free() at once; a thread's cache goes to free() at detach, the pool at
