@@ -85,6 +85,7 @@ typedef struct loader_result {
     void    *loaded;
     size_t   count_seen;
     unsigned loads, nulls, bad;
+    int      done;                 /* atomic: loader_once has returned */
 } loader_result;
 
 static void *loader_once(void *arg)
@@ -96,6 +97,7 @@ static void *loader_once(void *arg)
     r->loaded = rcgc_ref_load(&shared_holder->a);
     r->count_seen = rcgc_refcount(r->loaded);
     rcgc_decref(r->loaded);
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
     rcgc_thread_detach();
     return NULL;
 }
@@ -263,6 +265,36 @@ int main(void)
     is_uint(lr.bad, 0, "loads racing stores never see a dead object");
     rcgc_decref(h);
     is_uint(leaves_freed(), 3 + i, "every stored leaf freed exactly once");
+
+    /* -- a load that meets DYING in its slot waits ------------------------------ */
+    /* The collector marks each member of a white component DYING by the CAS
+       of its Delta-test and, if another member's test fails, takes the marks
+       back.  A load from a slot that still holds a marked member meanwhile
+       must wait, not read NULL (only the collecting thread reads such a slot
+       as empty: finalizers reading their own garbage).  Simulated: DYING set
+       by hand on a live leaf in a slot. */
+    h = rcgc_new(&holder_type);
+    TAP_REQUIRE(h != NULL, "rcgc_new");
+    x = new_leaf(50);
+    rcgc_ref_store(&h->a, x);
+    shared_holder = h;
+    memset(&lr, 0, sizeof lr);
+    rcgc__sword_fetch_or_acq_rel(&rcgc__hdr(x)->ref_shared, RCGC__SHARED_DYING);
+    pthread_create(&t, NULL, loader_once, &lr);
+    rcgc_blocking_begin();
+    usleep(50000);
+    rcgc_blocking_end();
+    ok(!__atomic_load_n(&lr.done, __ATOMIC_ACQUIRE),
+       "a load that meets a DYING object still in its slot waits (50 ms)");
+    rcgc__sword_fetch_and_acq_rel(&rcgc__hdr(x)->ref_shared, ~RCGC__SHARED_DYING);
+    join_blocking(t);
+    ok(lr.loaded == x && lr.count_seen == 3,
+       "... and gets the object, a new reference, once DYING is taken back (count %zu)",
+       lr.count_seen);
+    rcgc_ref_store(&h->a, NULL);
+    rcgc_decref(x);
+    rcgc_decref(h);
+    is_uint(leaves_freed(), 4 + i, "that leaf freed once");
     rcgc_reclaim_wait();
 
     rcgc_shutdown();
