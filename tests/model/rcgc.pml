@@ -81,6 +81,10 @@
  *                      the CAS adds DIRTY if SCAN.
  *   ref_load           slot.c rcgc_ref_load: load slot, try_incref; on failure
  *                      re-read the slot: same and DYING -> NULL, else retry.
+ *                      (The C code reads NULL there only on the collecting
+ *                      thread; elsewhere it yields and retries, which is a
+ *                      load issued later: a failed try_incref has no side
+ *                      effect, so the NULL here over-approximates it.)
  *   ref_store          slot.c rcgc_ref_store: rcgc_incref(new), exchange the
  *                      slot, rcgc_decref(old).
  *   ref_exchange       slot.c rcgc_ref_exchange: barrier(new); load old;
