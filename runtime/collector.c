@@ -294,13 +294,12 @@ static void registry_remove_batch(rcgc__header **hs, size_t n)
 
 /* A dead object leaves the registry: true if it is out and the caller
    disposes of it; false if it is doomed, and the shard's next holder will. */
-bool rcgc__registry_remove(rcgc__thread *th, rcgc__header *h)
+bool rcgc__registry_remove(rcgc__header *h)
 {
     rcgc__gclink *g = rcgc__gclink_of(h);
     struct shard *sh = &shards[g->shard];
     void *top;
 
-    (void)th;
     if (shard_lock(sh, true)) {
         unlink_object(g);
         shard_unlock(sh, DRAIN_MUTATOR);
@@ -492,11 +491,12 @@ static void lock_collect(void)
 static rcgc__roots *retry;
 static size_t       retried;       /* members the last collection put back */
 
-static uint64_t now_ns(void)
+/* CLOCK_MONOTONIC for durations; CLOCK_THREAD_CPUTIME_ID for hand_over. */
+static uint64_t clock_ns(clockid_t clock)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -530,17 +530,9 @@ static void update_wake_locked(void)
    lock), so what pause_max_ns reports is the CPU time it took this
    thread: the clock of a thread that the scheduler preempted here would
    tell about the machine's load, not about rcgc. */
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void hand_over(rcgc__roots *chunk)
 {
-    uint64_t t0 = thread_cpu_ns(), took, max;
+    uint64_t t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID), took, max;
     void *top = rcgc__ptr_load_relaxed(&pending);
 
     do
@@ -549,7 +541,7 @@ static void hand_over(rcgc__roots *chunk)
     rcgc__u64_fetch_add_seq_cst(&npending, chunk->n);
     if (should_collect())
         wake_collector();
-    took = thread_cpu_ns() - t0;
+    took = clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
     max = rcgc__u64_load_relaxed(&pause_max);
     while (took > max && !rcgc__u64_cas_relaxed(&pause_max, &max, took))
         ;
@@ -1374,7 +1366,7 @@ static size_t collect_once(bool full)
     collection c = { .th = rcgc__tls_thread };
     rcgc__roots *chunks, *taken, *tail;
     rcgc_collect_info info = { 0, 0 };
-    uint64_t t0 = now_ns(), dt;
+    uint64_t t0 = clock_ns(CLOCK_MONOTONIC), dt;
     size_t fresh = 0;              /* candidates handed over since the last */
     size_t earned, spend = 0, taken_n;
     bool trying = false;
@@ -1466,7 +1458,7 @@ static size_t collect_once(bool full)
     rcgc__reclaim_flush(c.th);
 
     c.th->in_collection = false;
-    dt = now_ns() - t0;
+    dt = clock_ns(CLOCK_MONOTONIC) - t0;
 
     pthread_mutex_lock(&gc.lock);
     gc.collections++;
@@ -1483,8 +1475,7 @@ static size_t collect_once(bool full)
     } else if (c.collected * 2 > c.members.n && gc.threshold_eff > gc.threshold) {
         gc.threshold_eff /= 2;
     }
-    rcgc__u64_store_seq_cst(&wake_at, gc.has_thread && gc.enabled ? gc.threshold_eff
-                                                                   : UINT64_MAX);
+    update_wake_locked();
     pthread_mutex_unlock(&gc.lock);
 
     if (c.debug & RCGC_DEBUG_STATS)

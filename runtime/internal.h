@@ -177,7 +177,7 @@ size_t rcgc__gc_thread_count(void);
 void   rcgc__gc_fill_stats(rcgc_stats *out);      /* the collector's fields */                /* 1 while the collector thread is attached */
 void   rcgc__roots_flush(rcgc__thread *th);        /* hand the chunk over */
 void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
-bool   rcgc__registry_remove(rcgc__thread *th, rcgc__header *h);
+bool   rcgc__registry_remove(rcgc__header *h);
 void   rcgc__registry_flush(void);
 void   rcgc__roots_spares_free(rcgc__thread *th);
 extern rcgc__u64 rcgc__freeze_count;

@@ -165,7 +165,7 @@ static bool finalize(rcgc__header *h)
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h)
 {
     if ((rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED) &&
-        !rcgc__registry_remove(th, h))
+        !rcgc__registry_remove(h))
         return;                    /* doomed: the registry disposes of it */
     rcgc__dispose_unlinked(th, h);
 }
