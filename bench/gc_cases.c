@@ -435,6 +435,7 @@ typedef struct mutator {
     /* written by the mutator, read after join */
     uint64_t ops, op_max_ns, gap_max_ns, over_100us, invol_switches;
     uint64_t calm_max_ns, round_max_ns;
+    uint64_t noop_max_ns, noop_over_100us, noop_calm_max_ns, round_noop_max_ns;
     int op_max_kind, calm_max_kind, round_max_kind;
     bool calm_max_slept;
     uint64_t hist[HIST_BUCKETS];
@@ -474,12 +475,38 @@ static inline void timer_record(timer *t, uint64_t start, uint64_t end, int kind
     t->last_end = end;
 }
 
-/* Times one call: TIMED(timer, kind, statement). */
+/* The control: a call that does nothing, timed the same way.  What it
+   suffers (interrupts, a hypervisor taking the CPU) is the machine's, not
+   the runtime's. */
+__attribute__((noinline)) static void noop_call(void)
+{
+    __asm__ volatile("" ::: "memory");
+}
+
+static inline void timer_record_noop(timer *t, uint64_t start, uint64_t end)
+{
+    mutator *m = t->m;
+    uint64_t d = end - start;
+
+    if (d > m->noop_max_ns)
+        m->noop_max_ns = d;
+    if (d > m->round_noop_max_ns)
+        m->round_noop_max_ns = d;
+    if (d > 100000)
+        m->noop_over_100us++;
+    t->last_end = end;
+}
+
+/* Times one call, TIMED(timer, kind, statement), then the control right
+   after it, so both are exposed to the machine's noise alike. */
 #define TIMED(t, kind, stmt)                                        \
     do {                                                            \
-        uint64_t start_ = now_ns();                                 \
+        uint64_t start_ = now_ns(), noop_;                          \
         stmt;                                                       \
         timer_record((t), start_, now_ns(), (kind));                \
+        noop_ = now_ns();                                           \
+        noop_call();                                                \
+        timer_record_noop((t), noop_, now_ns());                    \
     } while (0)
 
 /* The calling thread's context switches: involuntary (the scheduler gave
@@ -532,6 +559,7 @@ static void *mutator_main(void *arg)
         switches round_start = thread_switches(), round_end;
 
         m->round_max_ns = 0;
+        m->round_noop_max_ns = 0;
         for (int k = 0; k < 64; k++) {
             void *shared = run->shared[splitmix64(&rng) % PAUSE_SHARED];
             struct gc_node *x;
@@ -565,11 +593,14 @@ static void *mutator_main(void *arg)
         }
         TIMED(&t, BENCH_OP_SAFEPOINT, rcgc_safepoint());
         round_end = thread_switches();
-        if (round_end.invol == round_start.invol && round_end.invol >= 0 &&
-            m->round_max_ns > m->calm_max_ns) {
-            m->calm_max_ns = m->round_max_ns;
-            m->calm_max_kind = m->round_max_kind;
-            m->calm_max_slept = round_end.vol != round_start.vol;
+        if (round_end.invol == round_start.invol && round_end.invol >= 0) {
+            if (m->round_max_ns > m->calm_max_ns) {
+                m->calm_max_ns = m->round_max_ns;
+                m->calm_max_kind = m->round_max_kind;
+                m->calm_max_slept = round_end.vol != round_start.vol;
+            }
+            if (m->round_noop_max_ns > m->noop_calm_max_ns)
+                m->noop_calm_max_ns = m->round_noop_max_ns;
         }
         t.last_end = now_ns();     /* the getrusage is no gap */
     }
@@ -662,7 +693,12 @@ int bench_pause_run(size_t nobjects, int nmutators, bench_pause_result *out)
                 error = m->error;
             out->ops += m->ops;
             out->ops_over_100us += m->over_100us;
+            out->noop_over_100us += m->noop_over_100us;
             out->invol_switches += m->invol_switches;
+            if (m->noop_max_ns > out->noop_max_ns)
+                out->noop_max_ns = m->noop_max_ns;
+            if (m->noop_calm_max_ns > out->noop_calm_max_ns)
+                out->noop_calm_max_ns = m->noop_calm_max_ns;
             if (m->op_max_ns >= out->op_max_ns) {
                 out->op_max_ns = m->op_max_ns;
                 out->op_max_kind = m->op_max_kind;

@@ -80,6 +80,11 @@ typedef struct bench_pause_result {
     uint64_t op_p9999_ns;      /* 99.99th percentile of a call (upper end of
                                   its power-of-two bucket) */
     uint64_t ops_over_100us;   /* calls longer than 100 us */
+    /* The control: after every timed call, a call that does nothing is
+       timed the same way; as many of them, as exposed to the machine. */
+    uint64_t noop_max_ns;      /* longest no-op call */
+    uint64_t noop_calm_max_ns; /* ... in the rounds calm_max_ns looks at */
+    uint64_t noop_over_100us;  /* no-op calls longer than 100 us */
     uint64_t gap_max_ns;       /* longest time between the end of one call
                                   and the start of the next (the loop's own
                                   work: anything above ~1 us is preemption) */
