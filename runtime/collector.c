@@ -19,9 +19,10 @@
  * RCGC_TYPE_ACYCLIC) alive, and an exchange that stores one, set BUFFERED
  * once and append the object to the calling thread's root chunk
  * (rcgc__buffer_root; the check is inline in <rcgc/biased.h>).  A chunk is
- * handed to the collector when full, at safepoints, at blocking regions,
- * and at detach or exit; rcgc_collect also takes every thread's partial
- * chunk.  An entry holds no reference: an object released while BUFFERED
+ * handed to the collector when full, at safepoints (once it holds
+ * RCGC__ROOTS_SEAL_AT, or has stopped growing: rcgc__roots_safepoint), at
+ * blocking regions, and at detach or exit; rcgc_collect also takes every
+ * thread's partial chunk.  An entry holds no reference: an object released while BUFFERED
  * becomes a ZOMBIE whose memory the entry's consumer returns (exactly one
  * of rcgc__dispose's fetch_or and the consumer's fetch_and sees the other's
  * bit; PITFALLS 14).  Handing over takes no lock (a lock-free stack and a
@@ -559,9 +560,11 @@ static void hand_over(rcgc__roots *chunk)
  * it, and, freed by the collector next to free space, quadratic work.
  */
 #define CHUNK_POOL_MAX 256
+#define CHUNK_POOL_MIN 16
 
 static rcgc__ptr chunk_pool;       /* emptied chunks, linked by next */
 static rcgc__u64 chunk_pool_n;     /* about how many */
+static rcgc__u64 chunk_misses;     /* chunks a mutator had to malloc */
 
 static rcgc__roots *chunk_get(rcgc__thread *th)
 {
@@ -574,8 +577,10 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
             n++;
         rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, -(uint64_t)n);
     }
-    if (k == NULL)
+    if (k == NULL) {
+        rcgc__u64_fetch_add_relaxed(&chunk_misses, 1);
         return malloc(sizeof(*k));
+    }
     th->spare_chunks = k->next;
     return k;
 }
@@ -593,6 +598,40 @@ static void chunk_put(rcgc__roots *k)
     do
         k->next = top;
     while (!rcgc__ptr_cas_seq_cst(&chunk_pool, &top, k));
+}
+
+/*
+ * The collecting thread keeps the pool stocked, at the start of a
+ * collection and every so often during one, so that mutators seldom
+ * malloc a chunk themselves: such a malloc can take hundreds of
+ * microseconds (BM_pause: consolidating the fast bins the collector has
+ * just freed objects into, or waiting on the address space's lock).  The
+ * stock doubles, up to CHUNK_POOL_MAX, whenever a mutator found the pool
+ * empty since the last look.  Collecting thread only.
+ */
+static void chunk_pool_tend(void)
+{
+    static uint64_t want = CHUNK_POOL_MIN, misses_seen;
+    uint64_t misses = rcgc__u64_load_relaxed(&chunk_misses);
+
+    if (misses != misses_seen) {
+        misses_seen = misses;
+        want = want * 2 < CHUNK_POOL_MAX ? want * 2 : CHUNK_POOL_MAX;
+    }
+    while (rcgc__u64_load_relaxed(&chunk_pool_n) < want) {
+        rcgc__roots *k = malloc(sizeof(*k));
+
+        if (k == NULL)
+            break;
+        chunk_put(k);
+    }
+}
+
+/* ... called at every 2^16th step of a pass over members. */
+static inline void chunk_pool_tend_at(size_t step)
+{
+    if ((step & 0xffff) == 0xffff)
+        chunk_pool_tend();
 }
 
 void rcgc__roots_spares_free(rcgc__thread *th)
@@ -648,6 +687,30 @@ static rcgc__roots *take_chunk(rcgc__thread *th)
     }
     pthread_mutex_unlock(&th->roots_lock);
     return c;
+}
+
+/*
+ * At a safepoint a chunk goes to the collector once it holds
+ * RCGC__ROOTS_SEAL_AT candidates, or, holding fewer, when it has not
+ * grown since the last safepoint: a thread that has stopped making
+ * candidates hands them over at its next safepoint but one, and one that
+ * keeps making them does not take a fresh chunk (malloc, at worst) for
+ * every few of them: BM_pause's mutators, at a safepoint every ~600
+ * calls, went through thousands of chunks a second.
+ */
+void rcgc__roots_safepoint(rcgc__thread *th)
+{
+    size_t n;
+
+    pthread_mutex_lock(&th->roots_lock);
+    n = th->roots != NULL ? th->roots->n : 0;
+    if (n > 0 && (n >= RCGC__ROOTS_SEAL_AT || n == th->roots_seen)) {
+        hand_over(th->roots);
+        th->roots = NULL;
+        n = 0;
+    }
+    pthread_mutex_unlock(&th->roots_lock);
+    th->roots_seen = n;
 }
 
 void rcgc__roots_flush(rcgc__thread *th)
@@ -1056,6 +1119,7 @@ static void examine(collection *c)
         intptr_t s, count;
         uint32_t local;
 
+        chunk_pool_tend_at(i);
         if (i + PREFETCH_AHEAD < n)
             prefetch_object(member_at(c, i + PREFETCH_AHEAD)->h);
         s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
@@ -1419,6 +1483,7 @@ static size_t collect_once(bool full)
 
     run_callbacks(RCGC_PHASE_START, &info);
     c.th->in_collection = true;
+    chunk_pool_tend();
 
     retried = 0;
     c.budget = SIZE_MAX;
@@ -1432,14 +1497,18 @@ static size_t collect_once(bool full)
         spend = trying ? mark_balance : earned / 2 < mark_balance ? earned / 2 : mark_balance;
         c.budget = taken_n + spend;
     }
-    while (c.stack.n > 0 && !c.oom && !c.truncated) {    /* 2. mark */
+    chunk_pool_tend();
+    for (size_t step = 0; c.stack.n > 0 && !c.oom && !c.truncated; step++) {  /* 2. mark */
         member *m = member_at(&c, VEC_AT(&c.stack, uint32_t, --c.stack.n));
+
+        chunk_pool_tend_at(step);
         if (c.stack.n > PREFETCH_AHEAD)
             prefetch_object(member_at(&c, VEC_AT(&c.stack, uint32_t,
                                                  c.stack.n - PREFETCH_AHEAD))->h);
         m->h->type->traverse(rcgc__body(m->h), mark_visit, &c);
     }
     if (c.members.n > 0 && !c.oom) {
+        chunk_pool_tend();
         rcgc__epoch_synchronize();                       /* 3. grace */
         examine(&c);                                     /* 4-7 */
     }

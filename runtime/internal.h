@@ -31,6 +31,10 @@
    Chunks go round through a pool (collector.c): a thread seldom mallocs
    one, and the collector seldom frees one. */
 #define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1024)
+/* ... and the fewest a safepoint hands over from a chunk that is still
+   growing (one that has not grown since the last safepoint goes whatever
+   it holds). */
+#define RCGC__ROOTS_SEAL_AT (RCGC__ROOTS_CHUNK / 2)
 /* Candidates handed over that wake the background collector by default. */
 #define RCGC__THRESHOLD_DEFAULT (RCGC_TEST_HARD ? 1 : 10000)
 
@@ -133,6 +137,8 @@ typedef struct rcgc__thread {
     pthread_mutex_t roots_lock;
     rcgc__roots    *roots;
     rcgc__roots    *spare_chunks;   /* this thread's only (collector.c) */
+    size_t          roots_seen;     /* roots->n at the last safepoint; this
+                                       thread's only */
 
     /* Protected by the lock of the bucket this tid hashes to (thread.c). */
     rcgc__header *merge_queue;      /* objects queued by non-owners, linked by link */
@@ -176,6 +182,7 @@ void   rcgc__gc_shutdown_collect(void);            /* collect until quiet, leak 
 size_t rcgc__gc_thread_count(void);
 void   rcgc__gc_fill_stats(rcgc_stats *out);      /* the collector's fields */                /* 1 while the collector thread is attached */
 void   rcgc__roots_flush(rcgc__thread *th);        /* hand the chunk over */
+void   rcgc__roots_safepoint(rcgc__thread *th);    /* ... if it is due */
 void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
 bool   rcgc__registry_remove(rcgc__header *h);
 void   rcgc__registry_flush(void);

@@ -301,7 +301,7 @@ void rcgc_safepoint(void)
     }
     rcgc_assert(!th->in_blocking, "rcgc_safepoint", "called inside a blocking region", NULL);
     rcgc__merge_queue_drain(th);
-    rcgc__roots_flush(th);
+    rcgc__roots_safepoint(th);
     /* A small open batch waits to grow (or for blocking, detach or
        rcgc_reclaim_wait); sealed batches that are due are freed now. */
     if (th->reclaim_count >= RCGC__RECLAIM_SEAL_AT)

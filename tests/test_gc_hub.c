@@ -7,7 +7,8 @@
  * candidates themselves reach is still collected at once, and garbage
  * behind a big subgraph within a bounded number of collections.
  *
- * Manual mode; rcgc_safepoint hands the round's candidates over and
+ * Manual mode; hand_over() hands the round's candidates over (two
+ * safepoints: the second finds the chunk no longer growing) and
  * rcgc__test_collect_background runs one background collection (bounded)
  * on the test thread; rcgc_collect runs a full one (unbounded).
  *
@@ -83,6 +84,14 @@ static uint64_t live_now(void)
 }
 
 /* GARBAGE 2-cycles, dropped: 2 * GARBAGE candidates. */
+/* A safepoint hands over a chunk that is full enough or has stopped
+   growing since the last one: the second of two does, whatever it holds. */
+static void hand_over(void)
+{
+    rcgc_safepoint();
+    rcgc_safepoint();
+}
+
 static void make_garbage(void)
 {
     for (int i = 0; i < GARBAGE; i++) {
@@ -152,7 +161,7 @@ static void test_hub(void)
         rcgc_incref(h);
         rcgc_decref(h);             /* the hub: a candidate again */
         make_garbage();
-        rcgc_safepoint();           /* hands the candidates over */
+        hand_over();
         examined = rcgc__test_collect_background(&truncated);
         if (live_now() != before)
             bad_collected++;
@@ -191,7 +200,7 @@ static void test_behind(void)
             RING);
     while (live_now() > start && rounds < 10 * bound) {
         make_garbage();
-        rcgc_safepoint();
+        hand_over();
         rcgc__test_collect_background(NULL);
         rounds++;
     }
