@@ -123,6 +123,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,12 +330,16 @@ void rcgc__registry_flush(void)
    allocations left before they fail; INTPTR_MAX: never. */
 static rcgc__sword alloc_budget = { INTPTR_MAX };
 
-static void *gc_realloc(void *p, size_t size)
+/* False when a test made this allocation fail. */
+static bool gc_may_allocate(void)
 {
     /* Relaxed: a count, set by a test between collections. */
-    if (rcgc__sword_fetch_add_relaxed(&alloc_budget, -1) <= 0)
-        return NULL;
-    return realloc(p, size);
+    return rcgc__sword_fetch_add_relaxed(&alloc_budget, -1) > 0;
+}
+
+static void *gc_realloc(void *p, size_t size)
+{
+    return gc_may_allocate() ? realloc(p, size) : NULL;
 }
 
 size_t rcgc__test_collector_fail_after(long n)
@@ -523,10 +528,10 @@ static void update_wake_locked(void)
         wake_collector();
 }
 
-/* Called with the handing thread's roots_lock held, from taking the chunk
-   until it is in the pending stack: a full collection steals chunks from
-   the threads before it takes the pending stack, so a chunk is always in
-   one of the two places it looks.  The mutator's only cost: a push, an
+/* Called with the handing thread's chunk slot claimed, from taking the
+   chunk until it is in the pending stack: a full collection steals chunks
+   from the threads (waiting out claims) before it takes the pending stack,
+   so a chunk is always in one of the two places it looks.  The mutator's only cost: a push, an
    add, and at times a sem_post.  It cannot wait for the collector (no
    lock), so what pause_max_ns reports is the CPU time it took this
    thread: the clock of a thread that the scheduler preempted here would
@@ -566,6 +571,47 @@ static rcgc__ptr chunk_pool;       /* emptied chunks, linked by next */
 static rcgc__u64 chunk_pool_n;     /* about how many */
 static rcgc__u64 chunk_misses;     /* chunks a mutator had to malloc */
 
+/*
+ * A thread's chunk slot, th->roots, holds the chunk's address with its
+ * entry count in the low bits (chunks are aligned to ROOTS_ALIGN, above
+ * the largest count), 0 when there is none, or ROOTS_CLAIMED while its
+ * thread adds to it.  The thread claims by exchange and publishes by a
+ * release store; rcgc_collect steals a chunk by CAS to 0 and, meeting a
+ * claim, yields until it is over (a few instructions, or a chunk_get).
+ * Neither the thread nor anyone else ever waits for the collector here,
+ * and the statistics read the count without touching the chunk.
+ */
+#define ROOTS_ALIGN   ((size_t)(RCGC_TEST_HARD ? 16 : 1024))
+#define ROOTS_CLAIMED ((uintptr_t)1)
+_Static_assert(RCGC__ROOTS_CHUNK < ROOTS_ALIGN, "a count fits below the alignment");
+_Static_assert(sizeof(rcgc__roots) % ROOTS_ALIGN == 0, "aligned_alloc's rule");
+
+static rcgc__roots *chunk_alloc(void)
+{
+    return aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
+}
+
+static rcgc__roots *roots_claim(rcgc__thread *th)
+{
+    uintptr_t w = rcgc__word_exchange_acq_rel(&th->roots, ROOTS_CLAIMED);
+
+    rcgc_assert_internal(w != ROOTS_CLAIMED);      /* one thread: no re-entry */
+    return (rcgc__roots *)(w & ~(uintptr_t)(ROOTS_ALIGN - 1));
+}
+
+/* Publishes k (its items before its count), or no chunk. */
+static void roots_release(rcgc__thread *th, rcgc__roots *k)
+{
+    rcgc__word_store_release(&th->roots, k != NULL ? (uintptr_t)k | k->n : 0);
+}
+
+static size_t roots_count(rcgc__thread *th)
+{
+    uintptr_t w = rcgc__word_load_relaxed(&th->roots);
+
+    return w == ROOTS_CLAIMED ? 0 : (size_t)(w & (ROOTS_ALIGN - 1));
+}
+
 static rcgc__roots *chunk_get(rcgc__thread *th)
 {
     rcgc__roots *k = th->spare_chunks;
@@ -579,7 +625,7 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
     }
     if (k == NULL) {
         rcgc__u64_fetch_add_relaxed(&chunk_misses, 1);
-        return malloc(sizeof(*k));
+        return chunk_alloc();
     }
     th->spare_chunks = k->next;
     return k;
@@ -619,7 +665,7 @@ static void chunk_pool_tend(void)
         want = want * 2 < CHUNK_POOL_MAX ? want * 2 : CHUNK_POOL_MAX;
     }
     while (rcgc__u64_load_relaxed(&chunk_pool_n) < want) {
-        rcgc__roots *k = malloc(sizeof(*k));
+        rcgc__roots *k = chunk_alloc();
 
         if (k == NULL)
             break;
@@ -647,46 +693,49 @@ void rcgc__buffer_root(void *obj)
 {
     rcgc__thread *th = rcgc__tls_thread;
     rcgc__header *h = rcgc__hdr(obj);
-    rcgc__roots *full = NULL;
+    rcgc__roots *k;
 
     if (th == NULL || th->no_buffer)
         return;
     if (rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_BUFFERED) & RCGC__GC_BUFFERED)
         return;
     rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
-    pthread_mutex_lock(&th->roots_lock);
-    if (th->roots == NULL) {
-        th->roots = chunk_get(th);
-        if (th->roots == NULL) {
+    k = roots_claim(th);
+    if (k == NULL) {
+        k = chunk_get(th);
+        if (k == NULL) {
             /* No memory for a chunk: the object stays unbuffered and
                becomes a candidate at its next decrement (PITFALLS 28). */
-            pthread_mutex_unlock(&th->roots_lock);
+            roots_release(th, NULL);
             rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
             rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_BUFFERED);
             return;
         }
-        th->roots->n = 0;
+        k->n = 0;
     }
-    th->roots->items[th->roots->n++] = h;
-    if (th->roots->n == RCGC__ROOTS_CHUNK) {
-        full = th->roots;
-        th->roots = NULL;
-        hand_over(full);
+    k->items[k->n++] = h;
+    if (k->n == RCGC__ROOTS_CHUNK) {
+        hand_over(k);
+        k = NULL;
     }
-    pthread_mutex_unlock(&th->roots_lock);
+    roots_release(th, k);
 }
 
+/* rcgc_collect's steal: th's chunk, or NULL. */
 static rcgc__roots *take_chunk(rcgc__thread *th)
 {
-    rcgc__roots *c = NULL;
+    uintptr_t w = rcgc__word_load_acquire(&th->roots);
 
-    pthread_mutex_lock(&th->roots_lock);
-    if (th->roots != NULL && th->roots->n > 0) {
-        c = th->roots;
-        th->roots = NULL;
+    for (;;) {
+        if (w == ROOTS_CLAIMED) {
+            sched_yield();
+            w = rcgc__word_load_acquire(&th->roots);
+        } else if (w == 0) {
+            return NULL;
+        } else if (rcgc__word_cas_acq_rel(&th->roots, &w, 0)) {
+            return (rcgc__roots *)(w & ~(uintptr_t)(ROOTS_ALIGN - 1));
+        }
     }
-    pthread_mutex_unlock(&th->roots_lock);
-    return c;
 }
 
 /*
@@ -700,27 +749,24 @@ static rcgc__roots *take_chunk(rcgc__thread *th)
  */
 void rcgc__roots_safepoint(rcgc__thread *th)
 {
-    size_t n;
+    size_t n = roots_count(th);
 
-    pthread_mutex_lock(&th->roots_lock);
-    n = th->roots != NULL ? th->roots->n : 0;
     if (n > 0 && (n >= RCGC__ROOTS_SEAL_AT || n == th->roots_seen)) {
-        hand_over(th->roots);
-        th->roots = NULL;
+        rcgc__roots_flush(th);
         n = 0;
     }
-    pthread_mutex_unlock(&th->roots_lock);
     th->roots_seen = n;
 }
 
 void rcgc__roots_flush(rcgc__thread *th)
 {
-    pthread_mutex_lock(&th->roots_lock);
-    if (th->roots != NULL && th->roots->n > 0) {
-        hand_over(th->roots);
-        th->roots = NULL;
+    rcgc__roots *k = roots_claim(th);
+
+    if (k != NULL) {
+        hand_over(k);
+        k = NULL;
     }
-    pthread_mutex_unlock(&th->roots_lock);
+    roots_release(th, k);
 }
 
 /* ---- one collection ----------------------------------------------------- */
@@ -1000,7 +1046,7 @@ static bool reserve_room(collection *c, size_t n)
     for (rcgc__roots *k = c->chunks; k != NULL; k = k->next)
         room += RCGC__ROOTS_CHUNK - k->n;
     while (room < n) {
-        rcgc__roots *k = gc_realloc(NULL, sizeof(*k));
+        rcgc__roots *k = gc_may_allocate() ? chunk_alloc() : NULL;
         if (k == NULL)
             return false;
         k->n = 0;
@@ -1444,8 +1490,9 @@ static size_t collect_once(bool full)
     chunks = NULL;
     if (full) {
         /* rcgc_collect reclaims what any thread buffered: take their
-           partial chunks too, before the pending list (hand_over).  Lock
-           order: rcgc__rt.lock, roots_lock. */
+           partial chunks too, before the pending list (hand_over).  A
+           thread adding to its chunk takes no lock, so waiting out its
+           claim under rcgc__rt.lock cannot deadlock. */
         pthread_mutex_lock(&rcgc__rt.lock);
         for (t = rcgc__rt.threads; t != NULL; t = t->all_next) {
             rcgc__roots *stolen = take_chunk(t);
@@ -1770,11 +1817,8 @@ void rcgc__gc_fill_stats(rcgc_stats *out)
     size_t buffered = 0;
 
     pthread_mutex_lock(&rcgc__rt.lock);
-    for (rcgc__thread *t = rcgc__rt.threads; t != NULL; t = t->all_next) {
-        pthread_mutex_lock(&t->roots_lock);
-        buffered += t->roots ? t->roots->n : 0;
-        pthread_mutex_unlock(&t->roots_lock);
-    }
+    for (rcgc__thread *t = rcgc__rt.threads; t != NULL; t = t->all_next)
+        buffered += roots_count(t);
     pthread_mutex_unlock(&rcgc__rt.lock);
     pthread_mutex_lock(&gc.lock);
     out->collections = gc.collections;

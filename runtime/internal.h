@@ -30,7 +30,7 @@
 /* Candidate roots a thread collects before handing them to the collector.
    Chunks go round through a pool (collector.c): a thread seldom mallocs
    one, and the collector seldom frees one. */
-#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1024)
+#define RCGC__ROOTS_CHUNK   (RCGC_TEST_HARD ? 2 : 1022)     /* 8 KiB */
 /* ... and the fewest a safepoint hands over from a chunk that is still
    growing (one that has not grown since the last safepoint goes whatever
    it holds). */
@@ -132,10 +132,10 @@ typedef struct rcgc__thread {
     size_t        cached;                       /* ... their bytes */
     bool          in_collection;    /* this thread runs a collection (finalizers) */
 
-    /* Candidate roots, protected by roots_lock (the collector steals the
-       chunk for rcgc_collect). */
-    pthread_mutex_t roots_lock;
-    rcgc__roots    *roots;
+    /* Candidate roots: the chunk being filled, with its count in the low
+       bits, or a claim while this thread adds to it; the collector steals
+       it for rcgc_collect (collector.c, "Root chunks"). */
+    rcgc__word      roots;
     rcgc__roots    *spare_chunks;   /* this thread's only (collector.c) */
     size_t          roots_seen;     /* roots->n at the last safepoint; this
                                        thread's only */

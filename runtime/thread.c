@@ -77,7 +77,6 @@ int rcgc_thread_attach(void)
         return ENOMEM;
     th = mem;
     memset(th, 0, sizeof(*th));
-    pthread_mutex_init(&th->roots_lock, NULL);
     th->tid = (uintptr_t)rcgc__u64_fetch_add_relaxed(&next_serial, 1) << RCGC__TID_SHIFT;
 
     pthread_mutex_lock(&rcgc__rt.lock);
@@ -183,7 +182,6 @@ void rcgc_thread_detach(void)
     rcgc__epoch_unregister();
     rcgc__tls_thread = NULL;
     pthread_setspecific(exit_key, NULL);
-    pthread_mutex_destroy(&th->roots_lock);
     free(th);
 }
 
