@@ -22,7 +22,9 @@
  * handed to the collector when full, at safepoints (once it holds
  * RCGC__ROOTS_SEAL_AT, or has stopped growing: rcgc__roots_safepoint), at
  * blocking regions, and at detach or exit; rcgc_collect also takes every
- * thread's partial chunk.  An entry holds no reference: an object released while BUFFERED
+ * thread's partial chunk.  A thread with no memory for a chunk marks the
+ * object MISSED instead, and the next collection finds it in the registry
+ * (find_missed).  An entry holds no reference: an object released while BUFFERED
  * becomes a ZOMBIE whose memory the entry's consumer returns (exactly one
  * of rcgc__dispose's fetch_or and the consumer's fetch_and sees the other's
  * bit; PITFALLS 14).  Handing over takes no lock (a lock-free stack and a
@@ -570,6 +572,7 @@ static void hand_over(rcgc__roots *chunk)
 static rcgc__ptr chunk_pool;       /* emptied chunks, linked by next */
 static rcgc__u64 chunk_pool_n;     /* about how many */
 static rcgc__u64 chunk_misses;     /* chunks a mutator had to malloc */
+static rcgc__u64 missed;           /* objects a mutator could not buffer */
 
 /*
  * A thread's chunk slot, th->roots, holds the chunk's address with its
@@ -612,9 +615,19 @@ static size_t roots_count(rcgc__thread *th)
     return w == ROOTS_CLAIMED ? 0 : (size_t)(w & (ROOTS_ALIGN - 1));
 }
 
+static rcgc__u32 roots_fail;       /* rcgc__test_roots_fail */
+
+void rcgc__test_roots_fail(bool fail)
+{
+    rcgc__u32_store_relaxed(&roots_fail, fail);
+}
+
 static rcgc__roots *chunk_get(rcgc__thread *th)
 {
     rcgc__roots *k = th->spare_chunks;
+
+    if (rcgc__u32_load_relaxed(&roots_fail))
+        return NULL;
 
     if (k == NULL && rcgc__ptr_load_relaxed(&chunk_pool) != NULL) {
         size_t n = 0;
@@ -704,11 +717,16 @@ void rcgc__buffer_root(void *obj)
     if (k == NULL) {
         k = chunk_get(th);
         if (k == NULL) {
-            /* No memory for a chunk: the object stays unbuffered and
-               becomes a candidate at its next decrement (PITFALLS 28). */
+            /* No memory for a chunk: the object stays unbuffered (its next
+               decrement tries again) and MISSED, for the collector to find
+               in the registry should there be no next decrement. */
             roots_release(th, NULL);
             rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
+            rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_MISSED);
             rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_BUFFERED);
+            /* seq_cst, after the flag: a collection that takes the count
+               finds the flag. */
+            rcgc__u64_fetch_add_seq_cst(&missed, 1);
             return;
         }
         k->n = 0;
@@ -1036,6 +1054,70 @@ static void take_candidates(collection *c, rcgc__roots *chunks)
         chunk->next = c->chunks;
         c->chunks = chunk;
     }
+}
+
+/*
+ * Objects a mutator could not buffer (no memory for a root chunk; MISSED),
+ * found in the registry and made candidates: a walk over every tracked
+ * object, made only after such a failure.  Each is pinned under its
+ * shard's lock (listed, so its memory is there; a dead one refuses the
+ * pin), then buffered as a decrement would have, into chunks that join
+ * this collection's candidates, and unpinned (dying then, it is a zombie
+ * that the collection frees).  Short of memory for that, the walk is left
+ * to the next collection.
+ */
+static void find_missed(rcgc__roots **chunks)
+{
+    vec found = VEC(rcgc__header *);
+    rcgc__roots *k = NULL;
+    bool short_of_memory = false;
+
+    if (rcgc__u64_load_relaxed(&missed) == 0 ||
+        rcgc__u64_exchange_seq_cst(&missed, 0) == 0)
+        return;
+    for (int i = 0; i < NSHARDS && !short_of_memory; i++) {
+        struct shard *sh = &shards[i];
+
+        shard_lock(sh, false);
+        for (rcgc__gclink *g = sh->head.next; g != &sh->head; g = g->next) {
+            rcgc__header *h = rcgc__gclink_header(g);
+
+            if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_MISSED))
+                continue;
+            if (!vec_reserve(&found, 1)) {
+                short_of_memory = true;
+                break;
+            }
+            if (rcgc__try_incref(h))
+                VEC_AT(&found, rcgc__header *, found.n++) = h;
+        }
+        shard_unlock(sh, SIZE_MAX);
+    }
+    for (size_t i = 0; i < found.n; i++) {
+        rcgc__header *h = VEC_AT(&found, rcgc__header *, i);
+
+        if (!short_of_memory && (k == NULL || k->n == RCGC__ROOTS_CHUNK)) {
+            k = gc_may_allocate() ? chunk_alloc() : NULL;
+            if (k != NULL) {
+                k->n = 0;
+                k->next = *chunks;
+                *chunks = k;
+            }
+            short_of_memory = k == NULL;
+        }
+        if (!short_of_memory) {
+            rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_MISSED);
+            if (!(rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_BUFFERED) &
+                  RCGC__GC_BUFFERED)) {
+                rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
+                k->items[k->n++] = h;
+            }
+        }
+        unpin(h);
+    }
+    if (short_of_memory)
+        rcgc__u64_fetch_add_seq_cst(&missed, 1);
+    vec_free(&found);
 }
 
 /* Room in c->chunks for n more entries. */
@@ -1527,6 +1609,7 @@ static size_t collect_once(bool full)
         chunks = retry;
         retry = NULL;
     }
+    find_missed(&chunks);
 
     run_callbacks(RCGC_PHASE_START, &info);
     c.th->in_collection = true;

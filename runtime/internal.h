@@ -46,6 +46,9 @@
 #define RCGC__GC_FROZEN      (1u << 4)  /* rcgc_freeze(): collections ignore it */
 #define RCGC__GC_ZOMBIE      (1u << 5)  /* released while BUFFERED: the buffer's
                                            consumer returns its memory */
+#define RCGC__GC_MISSED      (1u << 6)  /* a decrement found no memory for a root
+                                           chunk: the collector looks for it in
+                                           the registry */
 #define RCGC__GC_FLAGS       0xffffu
 #define RCGC__MAGIC_LIVE     (0x5c6cu << 16)
 #define RCGC__MAGIC_DEAD     (0xdeadu << 16)
@@ -251,5 +254,8 @@ uintptr_t rcgc__test_tid(void);
    never again); returns how many failed since the previous call. */
 size_t    rcgc__test_collector_fail_after(long n);
 size_t    rcgc__test_collect_background(bool *truncated);
+/* While set, a thread that needs a new root chunk gets none (as if out of
+   memory). */
+void      rcgc__test_roots_fail(bool fail);
 
 #endif /* RCGC_INTERNAL_H */

@@ -28,6 +28,12 @@
  *   teardown the live nodes dropped and collected: stats.live back to the
  *            start (nothing leaked).
  *
+ * And a mutator out of memory: a decrement that finds no memory for a
+ * root chunk (rcgc__test_roots_fail) leaves its object MISSED; with the
+ * failure gone, the next rcgc_collect finds a 2-cycle and a ring of 1000
+ * dropped that way and frees them, and keeps a 2-cycle the test still
+ * holds (then frees it once dropped).
+ *
  * Cases: a type without finalizer; a type with a finalizer; SAVEALL (a
  * 2-cycle already in the garbage list, so the list has room for a part of
  * the garbage; then all of it ends up in the list, once each, not
@@ -392,6 +398,56 @@ static void sweep(int which)
            name);
 }
 
+static bool missed(const void *obj)
+{
+    return __atomic_load_n(&rcgc__hdr(obj)->gc_bits.v, __ATOMIC_RELAXED) & RCGC__GC_MISSED;
+}
+
+#define MISSED_RING 1000
+
+static void missed_candidates(void)
+{
+    static onode *nodes[MISSED_RING];
+    onode *a, *b, *c, *d, *r;
+    rcgc_stats base, st;
+    size_t n;
+
+    type = &plain_type;
+    rcgc_collect();
+    rcgc_get_stats(&base);
+    a = node_new();
+    b = node_new();
+    c = node_new();
+    d = node_new();
+    link_next(a, b);
+    link_next(b, a);
+    link_next(c, d);
+    link_next(d, c);
+    rcgc__test_roots_fail(true);
+    rcgc_decref(b);
+    rcgc_decref(a);                 /* garbage */
+    rcgc_decref(d);                 /* c, held, keeps d */
+    r = ring_new(nodes, MISSED_RING);
+    rcgc_decref(r);                 /* garbage */
+    ok(missed(a) && missed(b) && missed(d) && missed(nodes[0]) &&
+       missed(nodes[MISSED_RING - 1]),
+       "out of memory for a root chunk: the decremented objects are MISSED");
+    rcgc__test_roots_fail(false);
+    n = rcgc_collect();
+    rcgc_get_stats(&st);
+    is_uint(n, 2 + MISSED_RING, "rcgc_collect finds them in the registry and frees the "
+            "garbage among them");
+    is_uint(st.live, base.live + 2, "... all of it");
+    ok(c->magic == MAGIC && d->magic == MAGIC && slot_peek(&c->next) == d &&
+       slot_peek(&d->next) == c && !missed(d),
+       "... and keeps the held 2-cycle intact, no longer MISSED");
+    rcgc_decref(c);
+    n = rcgc_collect();
+    rcgc_get_stats(&st);
+    is_uint(n, 2, "the held 2-cycle, dropped, is collected");
+    is_uint(st.live, base.live, "nothing leaked");
+}
+
 int main(void)
 {
     rcgc_options opts;
@@ -400,6 +456,7 @@ int main(void)
     memset(&opts, 0, sizeof opts);
     opts.manual = 1;
     TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init, manual");
+    missed_candidates();
     sweep(PLAIN);
     sweep(FINALIZER);
     sweep(SAVEALL);
