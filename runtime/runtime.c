@@ -145,7 +145,6 @@ void *rcgc__mem_alloc(size_t size)
         if (th != NULL && (th->cache[c] != NULL || pool_take(th, c))) {
             p = th->cache[c];
             th->cache[c] = BLOCK_NEXT(p);
-            __builtin_prefetch(th->cache[c], 1);   /* the next allocation reads it */
             th->ncached[c]--;
             th->cached -= class_bytes(c);
             return p;
