@@ -727,8 +727,8 @@ int PrintRatios(const RatioReporter& rep, FILE* out) {
     std::fprintf(out, "  (medians of %lld repetitions)\n",
                  static_cast<long long>(repetitions));
   else
-    std::fprintf(out, "  (single runs; --benchmark_repetitions=5 gives "
-                 "medians)\n");
+    std::fprintf(out, "  (single runs; --benchmark_repetitions=5 "
+                 "--benchmark_enable_random_interleaving=true gives medians)\n");
   return missed;
 }
 
