@@ -24,13 +24,15 @@
  * blocking regions, and at detach or exit; rcgc_collect also takes every
  * thread's partial chunk.  A thread with no memory for a chunk marks the
  * object MISSED instead, and the next collection finds it in the registry
- * (find_missed).  An entry holds no reference: an object released while BUFFERED
- * becomes a ZOMBIE whose memory the entry's consumer returns (exactly one
- * of rcgc__dispose's fetch_or and the consumer's fetch_and sees the other's
- * bit; PITFALLS 14).  Handing over takes no lock (a lock-free stack and a
- * semaphore; see hand_over), and neither does anything else a mutator does
- * here: the registry of tracked objects defers to whoever holds its lock
- * (see "the registry"), so no mutator ever waits for the collector.
+ * (find_missed).  An entry holds no reference: an object released while
+ * BUFFERED becomes a ZOMBIE whose memory the entry's consumer returns
+ * (exactly one of rcgc__dispose's fetch_or and the consumer's fetch_and
+ * sees the other's bit; PITFALLS 14).  Handing over takes no lock (a
+ * lock-free stack and a semaphore; see hand_over), nor does adding to a
+ * chunk (its slot is claimed by exchange; see roots_claim), nor anything
+ * else a mutator does here: the registry of tracked objects defers to
+ * whoever holds its lock (see "the registry"), so no mutator ever waits
+ * for the collector.
  *
  * One collection (collect_once), never stopping a mutator:
  *  1. roots    each candidate is pinned and flagged (rcgc__pin_flag: the
@@ -533,11 +535,11 @@ static void update_wake_locked(void)
 /* Called with the handing thread's chunk slot claimed, from taking the
    chunk until it is in the pending stack: a full collection steals chunks
    from the threads (waiting out claims) before it takes the pending stack,
-   so a chunk is always in one of the two places it looks.  The mutator's only cost: a push, an
-   add, and at times a sem_post.  It cannot wait for the collector (no
-   lock), so what pause_max_ns reports is the CPU time it took this
-   thread: the clock of a thread that the scheduler preempted here would
-   tell about the machine's load, not about rcgc. */
+   so a chunk is always in one of the two places it looks.  The mutator's
+   only cost: a push, an add, and at times a sem_post.  It cannot wait for
+   the collector (no lock), so what pause_max_ns reports is the CPU time
+   it took this thread: the clock of a thread that the scheduler preempted
+   here would tell about the machine's load, not about rcgc. */
 static void hand_over(rcgc__roots *chunk)
 {
     uint64_t t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID), took, max;
