@@ -610,11 +610,15 @@ static void roots_release(rcgc__thread *th, rcgc__roots *k)
     rcgc__word_store_release(&th->roots, k != NULL ? (uintptr_t)k | k->n : 0);
 }
 
+/* The entries in th's chunk: th's own call, or another's that waits out
+   a claim (a claim may be moving the entries to the pending stack). */
 static size_t roots_count(rcgc__thread *th)
 {
-    uintptr_t w = rcgc__word_load_relaxed(&th->roots);
+    uintptr_t w;
 
-    return w == ROOTS_CLAIMED ? 0 : (size_t)(w & (ROOTS_ALIGN - 1));
+    while ((w = rcgc__word_load_acquire(&th->roots)) == ROOTS_CLAIMED)
+        sched_yield();
+    return (size_t)(w & (ROOTS_ALIGN - 1));
 }
 
 static rcgc__u32 roots_fail;       /* rcgc__test_roots_fail */
@@ -1897,19 +1901,36 @@ void rcgc__gc_shutdown_collect(void)
     rcgc__u64_store_seq_cst(&chunk_pool_n, 0);
 }
 
-void rcgc__gc_fill_stats(rcgc_stats *out)
+/* Candidates in the threads' chunks and the pending stack.  A chunk
+   moves from its slot to the stack (npending grows, then the slot is
+   released): the sum is taken again while npending moved meanwhile, so
+   a chunk on its way is counted once (a few tries at most: the collector
+   keeps taking from the stack). */
+static uint64_t candidates_now(void)
 {
-    size_t buffered = 0;
+    uint64_t before, buffered;
+    int tries = 0;
 
     pthread_mutex_lock(&rcgc__rt.lock);
-    for (rcgc__thread *t = rcgc__rt.threads; t != NULL; t = t->all_next)
-        buffered += roots_count(t);
+    do {
+        before = rcgc__u64_load_seq_cst(&npending);
+        buffered = 0;
+        for (rcgc__thread *t = rcgc__rt.threads; t != NULL; t = t->all_next)
+            buffered += roots_count(t);
+    } while (rcgc__u64_load_seq_cst(&npending) != before && ++tries < 8);
     pthread_mutex_unlock(&rcgc__rt.lock);
+    return before + buffered;
+}
+
+void rcgc__gc_fill_stats(rcgc_stats *out)
+{
+    uint64_t candidates = candidates_now();
+
     pthread_mutex_lock(&gc.lock);
     out->collections = gc.collections;
     out->collected = gc.collected;
     out->uncollectable = gc.uncollectable;
-    out->candidates = rcgc__u64_load_relaxed(&npending) + buffered;
+    out->candidates = candidates;
     out->pause_max_ns = rcgc__u64_load_relaxed(&pause_max);
     out->collect_ns_last = gc.collect_ns_last;
     out->collect_ns_total = gc.collect_ns_total;
