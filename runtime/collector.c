@@ -388,10 +388,11 @@ static void vec_free(vec *v)
 #define VEC(type) { NULL, 0, 0, sizeof(type) }
 #define VEC_AT(v, type, i) (((type *)(v)->items)[i])
 
-/* Pins every live tracked object of the registry (a snapshot); the caller
-   calls fn on them outside every lock, then unpins.  (Introspection is
-   safe beside collections: PITFALLS 27.) */
-static bool snapshot_objects(vec *out)
+/* Pins every live tracked object of the registry whose gc_bits have all
+   of `bits` (a snapshot); the caller works on them outside every lock,
+   then unpins.  (Introspection is safe beside collections: PITFALLS 27.)
+   False, with what was pinned so far, if memory ran out. */
+static bool snapshot_with(vec *out, uint32_t bits)
 {
     for (int i = 0; i < NSHARDS; i++) {
         struct shard *sh = &shards[i];
@@ -399,6 +400,9 @@ static bool snapshot_objects(vec *out)
         shard_lock(sh, false);
         for (rcgc__gclink *g = sh->head.next; g != &sh->head; g = g->next) {
             rcgc__header *h = rcgc__gclink_header(g);
+
+            if ((rcgc__u32_load_relaxed(&h->gc_bits) & bits) != bits)
+                continue;
             if (!vec_reserve(out, 1)) {
                 shard_unlock(sh, SIZE_MAX);
                 return false;
@@ -1066,39 +1070,22 @@ static void take_candidates(collection *c, rcgc__roots *chunks)
  * Objects a mutator could not buffer (no memory for a root chunk; MISSED),
  * found in the registry and made candidates: a walk over every tracked
  * object, made only after such a failure.  Each is pinned under its
- * shard's lock (listed, so its memory is there; a dead one refuses the
- * pin), then buffered as a decrement would have, into chunks that join
- * this collection's candidates, and unpinned (dying then, it is a zombie
- * that the collection frees).  Short of memory for that, the walk is left
- * to the next collection.
+ * shard's lock (snapshot_with: a dead one refuses the pin), then buffered
+ * as a decrement would have, into chunks that join this collection's
+ * candidates, and unpinned (dying then, it is a zombie that the
+ * collection frees).  Short of memory for that, the walk is left to the
+ * next collection.
  */
 static void find_missed(rcgc__roots **chunks)
 {
     vec found = VEC(rcgc__header *);
     rcgc__roots *k = NULL;
-    bool short_of_memory = false;
+    bool short_of_memory;
 
     if (rcgc__u64_load_relaxed(&missed) == 0 ||
         rcgc__u64_exchange_seq_cst(&missed, 0) == 0)
         return;
-    for (int i = 0; i < NSHARDS && !short_of_memory; i++) {
-        struct shard *sh = &shards[i];
-
-        shard_lock(sh, false);
-        for (rcgc__gclink *g = sh->head.next; g != &sh->head; g = g->next) {
-            rcgc__header *h = rcgc__gclink_header(g);
-
-            if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_MISSED))
-                continue;
-            if (!vec_reserve(&found, 1)) {
-                short_of_memory = true;
-                break;
-            }
-            if (rcgc__try_incref(h))
-                VEC_AT(&found, rcgc__header *, found.n++) = h;
-        }
-        shard_unlock(sh, SIZE_MAX);
-    }
+    short_of_memory = !snapshot_with(&found, RCGC__GC_MISSED);
     for (size_t i = 0; i < found.n; i++) {
         rcgc__header *h = VEC_AT(&found, rcgc__header *, i);
 
@@ -1863,7 +1850,7 @@ void rcgc__gc_shutdown_collect(void)
     pthread_mutex_lock(&gc.lock);
     debug = gc.debug;
     pthread_mutex_unlock(&gc.lock);
-    if ((debug & RCGC_DEBUG_LEAK) == RCGC_DEBUG_LEAK && snapshot_objects(&objs)) {
+    if ((debug & RCGC_DEBUG_LEAK) == RCGC_DEBUG_LEAK && snapshot_with(&objs, 0)) {
         leak_row rows[64];
         size_t nrows = 0, total = objs.n, other = 0;
         rcgc_stats st;
@@ -2059,7 +2046,7 @@ size_t rcgc_foreach_object(int (*fn)(void *obj, void *ctx), void *ctx)
         rcgc_assert(fn == NULL, "rcgc_foreach_object", "thread not attached", NULL);
         return 0;
     }
-    snapshot_objects(&objs);
+    snapshot_with(&objs, 0);
     for (i = 0; i < objs.n; i++) {
         rcgc__header *h = VEC_AT(&objs, rcgc__header *, i);
         visited++;
@@ -2132,7 +2119,7 @@ size_t rcgc_get_referrers(void *obj, int (*fn)(void *referrer, void *ctx), void 
         return 0;
     if (RCGC_DEBUG)
         rcgc__debug_check(obj, "rcgc_get_referrers");
-    snapshot_objects(&objs);
+    snapshot_with(&objs, 0);
     for (i = 0; i < objs.n && !stop; i++) {
         rcgc__header *h = VEC_AT(&objs, rcgc__header *, i);
         referrers_ctx r = { obj, false };
