@@ -801,6 +801,11 @@ void rcgc__roots_flush(rcgc__thread *th)
 
 enum { WHITE, BLACK };
 enum { FATE_LIVE, FATE_RETRY, FATE_FREED, FATE_SAVED };
+/* The steps of a collection, timed for RCGC_DEBUG_STATS. */
+enum { P_ROOTS, P_MARK, P_GRACE, P_COUNT, P_SCAN, P_DELTA, P_FREE, P_UNFLAG, NPHASES };
+static const char *const phase_names[NPHASES] = {
+    "roots", "mark", "grace", "count", "scan", "delta", "free", "unflag",
+};
 
 /* A member record is 32 bytes: the table is read in full by most steps,
    and at a million members its size is the collector's memory traffic.
@@ -850,7 +855,18 @@ typedef struct collection {
     size_t budget;                 /* members marking may reach (PITFALLS 25) */
     unsigned debug;
     bool oom, truncated;           /* truncated: marking stopped at the budget */
+    uint64_t phase_at;             /* when the phase at hand began */
+    uint64_t phase_ns[NPHASES];    /* time spent in each step (RCGC_DEBUG_STATS) */
 } collection;
+
+/* Ends the step at hand (the one before p) and begins step p. */
+static void phase_next(collection *c, int p)
+{
+    uint64_t now = clock_ns(CLOCK_MONOTONIC);
+
+    c->phase_ns[p - 1] += now - c->phase_at;
+    c->phase_at = now;
+}
 
 /*
  * Bounded marking (PITFALLS 25: a long-lived hub that keeps becoming a
@@ -1277,6 +1293,7 @@ static void examine(collection *c)
     }
     if (c->oom)
         return;
+    phase_next(c, P_SCAN);
     for (size_t e = 0; e < c->edges.n; e++) {
         member *t = member_at(c, VEC_AT(&c->edges, uint32_t, e));
         if (t->crc > -CRC_MAX)
@@ -1303,6 +1320,7 @@ static void examine(collection *c)
         }
     }
 
+    phase_next(c, P_DELTA);
     /* 6. delta: the white subgraph's connected components (union-find), and
        each member's CAS, which checks its word and sets DYING; a failure
        keeps its whole component (after the pass, when components are
@@ -1387,6 +1405,7 @@ static void examine(collection *c)
         return;
     }
 
+    phase_next(c, P_FREE);
     /* 7. free (or keep, with SAVEALL) the components that passed. */
     if (c->debug & (RCGC_DEBUG_COLLECTABLE | RCGC_DEBUG_SAVEALL)) {
         for (size_t i = 0; i < n; i++) {
@@ -1610,6 +1629,7 @@ static size_t collect_once(bool full)
 
     retried = 0;
     c.budget = SIZE_MAX;
+    c.phase_at = clock_ns(CLOCK_MONOTONIC);
     take_candidates(&c, chunks);                         /* 1. roots */
     taken_n = c.members.n;
     if (!full) {
@@ -1621,6 +1641,7 @@ static size_t collect_once(bool full)
         c.budget = taken_n + spend;
     }
     chunk_pool_tend();
+    phase_next(&c, P_MARK);
     for (size_t step = 0; c.stack.n > 0 && !c.oom && !c.truncated; step++) {  /* 2. mark */
         member *m = member_at(&c, VEC_AT(&c.stack, uint32_t, --c.stack.n));
 
@@ -1632,10 +1653,14 @@ static size_t collect_once(bool full)
     }
     if (c.members.n > 0 && !c.oom) {
         chunk_pool_tend();
+        phase_next(&c, P_GRACE);
         rcgc__epoch_synchronize();                       /* 3. grace */
+        phase_next(&c, P_COUNT);
         examine(&c);                                     /* 4-7 */
     }
+    phase_next(&c, P_UNFLAG);
     unflag_all(&c);                                      /* 8 */
+    phase_next(&c, NPHASES);
     keep_chunks(&c);
     if (!full) {
         size_t used = c.members.n - taken_n;
@@ -1670,13 +1695,18 @@ static size_t collect_once(bool full)
     update_wake_locked();
     pthread_mutex_unlock(&gc.lock);
 
-    if (c.debug & RCGC_DEBUG_STATS)
+    if (c.debug & RCGC_DEBUG_STATS) {
+        char steps[NPHASES * 24], *at = steps;
+        for (int p = 0; p < NPHASES; p++)
+            at += snprintf(at, sizeof(steps) - (size_t)(at - steps), "%s%s:%.3f",
+                           p ? "," : "", phase_names[p], (double)c.phase_ns[p] / 1e6);
         fprintf(stderr, "rcgc: collection: candidates=%zu examined=%zu collected=%zu "
                         "uncollectable=%zu delta_failures=%zu sigma_failures=%zu%s%s "
-                        "duration=%.3fms\n",
+                        "duration=%.3fms steps_ms=%s\n",
                 c.candidates, c.members.n, c.collected, c.uncollectable,
                 c.delta_failures, c.sigma_failures, c.oom ? " out_of_memory" : "",
-                c.truncated ? " truncated" : "", (double)dt / 1e6);
+                c.truncated ? " truncated" : "", (double)dt / 1e6, steps);
+    }
     info.collected = c.collected;
     info.uncollectable = c.uncollectable;
     run_callbacks(RCGC_PHASE_STOP, &info);
