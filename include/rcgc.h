@@ -196,6 +196,23 @@ size_t rcgc_get_freeze_count(void);
 size_t rcgc_garbage_foreach(int (*fn)(void *obj, void *ctx), void *ctx);
 void   rcgc_garbage_clear(void);    /* drops the list's references */
 
+/* Weak references (Python's weakref.ref).  A weak reference does not keep
+   its referent alive.  It is cleared when the referent's count reaches zero
+   (before its finalizer runs), or, for a member of a garbage cycle, before
+   any finalizer of that cycle runs; its callback, if any, runs after those
+   finalizers, on the thread that reclaims the object, and only if the weak
+   reference has not been freed by then.  The handle is the caller's: free
+   it with rcgc_weakref_free (also from inside its own callback). */
+typedef struct rcgc_weakref rcgc_weakref;
+typedef void (*rcgc_weak_callback)(rcgc_weakref *w, void *ctx);
+rcgc_weakref *rcgc_weakref_new(void *obj, rcgc_weak_callback cb, void *ctx);
+                                           /* obj: a live object the caller holds a
+                                              reference to; NULL with errno EINVAL
+                                              (obj NULL) or ENOMEM */
+void *rcgc_weakref_get(rcgc_weakref *w);   /* a NEW strong reference, or NULL once
+                                              the referent is dead */
+void  rcgc_weakref_free(rcgc_weakref *w);
+
 #ifdef __cplusplus
 }
 #endif

@@ -101,6 +101,8 @@ static inline void *rcgc__ptr_load_relaxed(const rcgc__ptr *a)
 { return __atomic_load_n(&a->v, __ATOMIC_RELAXED); }
 static inline void *rcgc__ptr_load_acquire(const rcgc__ptr *a)
 { return __atomic_load_n(&a->v, __ATOMIC_ACQUIRE); }
+static inline void rcgc__ptr_store_relaxed(rcgc__ptr *a, void *p)
+{ __atomic_store_n(&a->v, p, __ATOMIC_RELAXED); }
 static inline void *rcgc__ptr_exchange_seq_cst(rcgc__ptr *a, void *p)
 { return __atomic_exchange_n(&a->v, p, __ATOMIC_SEQ_CST); }
 static inline bool rcgc__ptr_cas_seq_cst(rcgc__ptr *a, void **expected, void *desired)

@@ -1420,6 +1420,15 @@ static void examine(collection *c)
             }
         }
     }
+    /* Weak references to the garbage are cleared before any finalizer
+       runs, and again after them (ones a finalizer made); their callbacks
+       run after the finalizers (weakref.c, PITFALLS 21). */
+    rcgc_weakref *callbacks = NULL;
+    for (size_t i = 0; i < n; i++) {
+        member *m = member_at(c, i);
+        if (m->fate == FATE_FREED && rcgc__has_weakrefs(m->h))
+            rcgc__weakrefs_clear(m->h, &callbacks);
+    }
     for (size_t i = 0; finalizers && i < n; i++) {
         member *m = member_at(c, i);
         if (m->fate != FATE_FREED || !(m->flags & M_FINALIZER) ||
@@ -1429,9 +1438,19 @@ static void examine(collection *c)
         m->h->type->finalize(rcgc__body(m->h));
         finalized = true;
     }
-    /* Only a finalizer can touch garbage: no finalizer, no re-check.  A
-       finalizer that resurrected (or touched) its component keeps all of
-       it; its finalizers have run and will not run again. */
+    for (size_t i = 0; finalized && i < n; i++) {
+        member *m = member_at(c, i);
+        if (m->fate == FATE_FREED && rcgc__has_weakrefs(m->h))
+            rcgc__weakrefs_clear(m->h, &callbacks);
+    }
+    if (callbacks != NULL) {
+        rcgc__weakrefs_run(callbacks);
+        finalized = true;          /* user code ran: check the words again */
+    }
+    /* Only a finalizer (or a weak reference's callback) can touch garbage:
+       none ran, no re-check.  One that resurrected (or touched) its
+       component keeps all of it; its finalizers have run and will not run
+       again. */
     if (finalized) {
         bool any = false;
         for (size_t i = 0; i < n; i++) {

@@ -49,6 +49,8 @@
 #define RCGC__GC_MISSED      (1u << 6)  /* a decrement found no memory for a root
                                            chunk: the collector looks for it in
                                            the registry */
+#define RCGC__GC_WEAKREFS    (1u << 7)  /* weak references may name it (weakref.c):
+                                           its death clears them */
 #define RCGC__GC_FLAGS       0xffffu
 #define RCGC__MAGIC_LIVE     (0x5c6cu << 16)
 #define RCGC__MAGIC_DEAD     (0xdeadu << 16)
@@ -204,6 +206,17 @@ void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, f
 void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out of the registry */
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
 void rcgc__mark_unlinked(void *obj);
+
+/* ---- weakref.c --------------------------------------------------------- */
+/* h is dying (count zero, or DYING garbage): its weak references are
+   cleared, and those with a callback are added to *pending (each holds the
+   handle until rcgc__weakrefs_run). */
+void rcgc__weakrefs_clear(rcgc__header *h, rcgc_weakref **pending);
+void rcgc__weakrefs_run(rcgc_weakref *pending);     /* callbacks, outside every lock */
+static inline bool rcgc__has_weakrefs(rcgc__header *h)
+{
+    return rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_WEAKREFS;
+}
 
 /* ---- thread.c ---------------------------------------------------------- */
 void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid);

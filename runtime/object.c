@@ -218,12 +218,22 @@ void rcgc__release(rcgc__header *h)
     th->no_buffer = false;
     while ((h = th->release_list) != NULL) {
         const rcgc_type *type = h->type;
+        rcgc_weakref *pending = NULL;
+        bool resurrected = false;
 
         th->release_list = h->link;
         h->link = NULL;
+        /* Weak references go before the finalizer, and again after it
+           (one it made); their callbacks run after it (weakref.c). */
+        rcgc__weakrefs_clear(h, &pending);
         if (type->finalize != NULL &&
-            !(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FINALIZED) &&
-            finalize(h))
+            !(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FINALIZED)) {
+            resurrected = finalize(h);
+            if (!resurrected)
+                rcgc__weakrefs_clear(h, &pending);
+        }
+        rcgc__weakrefs_run(pending);
+        if (resurrected)
             continue;
         if (type->traverse != NULL)
             type->traverse(rcgc__body(h), release_slot, NULL);

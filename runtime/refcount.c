@@ -242,10 +242,13 @@ void rcgc__decref_owner_last(void *obj)
        new reference: that needs a reference already, except for a
        try-increment through a stale slot read, which only an overwrite
        makes possible (UNLINKED), or the collector's through its buffers
-       and registry, which hold tracked objects only.  Acquire: non-owner
-       decrements that brought the word to 0 happen-before the teardown. */
-    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & (RCGC__GC_TRACKED | RCGC__GC_UNLINKED)) &&
-        rcgc__sword_load_acquire(&h->ref_shared) == 0) {
+       and registry, which hold tracked objects only, or a weak reference's
+       (WEAKREFS).  Acquire: non-owner decrements that brought the word to
+       0 happen-before the teardown, and so does whatever their threads did
+       before, such as setting WEAKREFS, so gc_bits is read after it. */
+    if (rcgc__sword_load_acquire(&h->ref_shared) == 0 &&
+        !(rcgc__u32_load_relaxed(&h->gc_bits) &
+          (RCGC__GC_TRACKED | RCGC__GC_UNLINKED | RCGC__GC_WEAKREFS))) {
         rcgc__word_store_relaxed(&h->owner, 0);              /* I2 */
         rcgc__u32_store_relaxed(&h->ref_local, 0);
         rcgc__sword_store_relaxed(&h->ref_shared, RCGC__SHARED_MERGED);
