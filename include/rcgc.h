@@ -158,7 +158,8 @@ size_t rcgc_get_threshold(void);
 size_t rcgc_get_count(void);    /* gc.get_count(): candidate roots now buffered */
 
 enum {
-    RCGC_DEBUG_STATS         = 1 << 0, /* a line per collection on stderr */
+    RCGC_DEBUG_STATS         = 1 << 0, /* a line per collection on stderr: counts,
+                                          duration, and each step's time (steps_ms) */
     RCGC_DEBUG_COLLECTABLE   = 1 << 1, /* a line per collectable object found */
     RCGC_DEBUG_UNCOLLECTABLE = 1 << 2, /* a line per uncollectable object found */
     RCGC_DEBUG_SAVEALL       = 1 << 5, /* keep garbage in rcgc_garbage instead of freeing */
