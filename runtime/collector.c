@@ -72,8 +72,14 @@
  *              (DIRTY first, hole 5), exchange barrier or new reference
  *              changes the word.  A failing component is un-DYINGed and
  *              its members go back to the candidates.
- *  7. free     for a passing component: every member's finalizer runs once
- *              (FINALIZED) with the whole component intact; if any ran, the
+ *  7. free     for a passing component: the weak references to its members
+ *              are cleared (weakref.c; step 4 noted which have any: one
+ *              made later needs a strong reference, counted in step 4 (so
+ *              the object is black) or taken since (so the Delta-test
+ *              fails), or a finalizer, after which they are cleared again);
+ *              every member's finalizer runs once (FINALIZED) with
+ *              the whole component intact, then the weak references'
+ *              callbacks; if any of these ran, the
  *              words are checked again (a finalizer that stored a member somewhere
  *              changed a count: the component is resurrected, kept, and
  *              not finalized again); then every slot is cleared, references
@@ -820,6 +826,7 @@ enum {                             /* member.flags */
     M_FINALIZER = 2,               /* its type has a finalizer */
     M_FAILED    = 4,               /* component root: the component is kept */
     M_ROOT      = 8,               /* taken from a root buffer */
+    M_WEAKREFS  = 16,              /* weak references name it (step 4) */
 };
 
 typedef struct member {
@@ -1247,6 +1254,7 @@ static void examine(collection *c)
 {
     size_t n = c->members.n;
     bool failed = false, overcounted = false, finalizers = false, finalized = false;
+    bool weakrefs = false;
 
     /* 4. count: one reading of each member's counts and slots. */
     for (size_t i = 0; i < n && !c->oom; i++) {
@@ -1262,6 +1270,12 @@ static void examine(collection *c)
         s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
                                    count RMWs and merges' release of local */
         local = rcgc__u32_load_acquire(&h->ref_local);
+        /* Weak references made after this reading need a strong reference
+           that keeps the object black, or a finalizer (see step 7). */
+        if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_WEAKREFS) {
+            m->flags |= M_WEAKREFS;
+            weakrefs = true;
+        }
         m->shared = s;
         m->parent = (uint32_t)i;
         if (s & (RCGC__SHARED_IMMORTAL | RCGC__SHARED_DYING)) {
@@ -1424,9 +1438,9 @@ static void examine(collection *c)
        runs, and again after them (ones a finalizer made); their callbacks
        run after the finalizers (weakref.c, PITFALLS 21). */
     rcgc_weakref *callbacks = NULL;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; weakrefs && i < n; i++) {
         member *m = member_at(c, i);
-        if (m->fate == FATE_FREED && rcgc__has_weakrefs(m->h))
+        if (m->fate == FATE_FREED && (m->flags & M_WEAKREFS))
             rcgc__weakrefs_clear(m->h, &callbacks);
     }
     for (size_t i = 0; finalizers && i < n; i++) {
