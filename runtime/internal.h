@@ -208,9 +208,10 @@ void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a gr
 void rcgc__mark_unlinked(void *obj);
 
 /* ---- weakref.c --------------------------------------------------------- */
-/* h is dying (count zero, or DYING garbage): its weak references are
-   cleared, and those with a callback are added to *pending (each holds the
-   handle until rcgc__weakrefs_run). */
+/* h is dying (count zero, or DYING garbage) and rcgc__has_weakrefs (the
+   caller checks: no call for the objects that have none): its weak
+   references are cleared, and those with a callback are added to *pending
+   (each holds the handle until rcgc__weakrefs_run). */
 void rcgc__weakrefs_clear(rcgc__header *h, rcgc_weakref **pending);
 void rcgc__weakrefs_run(rcgc_weakref *pending);     /* callbacks, outside every lock */
 static inline bool rcgc__has_weakrefs(rcgc__header *h)

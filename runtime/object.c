@@ -8,7 +8,8 @@
  * target, so a chain of any length uses constant stack (PITFALLS 22), and a
  * finalizer that drops references only adds to the list.
  *
- * Per object:  finalize (once; FINALIZED)  ->  slots released  ->  memory.
+ * Per object:  weak references cleared  ->  finalize (once; FINALIZED)  ->
+ * weak references' callbacks  ->  slots released  ->  memory.
  * While its finalizer runs the object holds a count of one, taken by the
  * releasing thread, so rcgc_incref/rcgc_decref inside the finalizer are
  * ordinary; if the finalizer stored a new reference (resurrection), the
@@ -225,14 +226,16 @@ void rcgc__release(rcgc__header *h)
         h->link = NULL;
         /* Weak references go before the finalizer, and again after it
            (one it made); their callbacks run after it (weakref.c). */
-        rcgc__weakrefs_clear(h, &pending);
+        if (rcgc__has_weakrefs(h))
+            rcgc__weakrefs_clear(h, &pending);
         if (type->finalize != NULL &&
             !(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FINALIZED)) {
             resurrected = finalize(h);
-            if (!resurrected)
+            if (!resurrected && rcgc__has_weakrefs(h))
                 rcgc__weakrefs_clear(h, &pending);
         }
-        rcgc__weakrefs_run(pending);
+        if (pending != NULL)
+            rcgc__weakrefs_run(pending);
         if (resurrected)
             continue;
         if (type->traverse != NULL)

@@ -221,8 +221,6 @@ void rcgc__weakrefs_clear(rcgc__header *h, rcgc_weakref **pending)
     struct stripe *st;
     rcgc_weakref *w;
 
-    if (!rcgc__has_weakrefs(h))
-        return;
     st = stripe_of(obj);
     pthread_mutex_lock(&st->lock);
     rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_WEAKREFS);

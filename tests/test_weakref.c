@@ -317,6 +317,13 @@ static void count_callback(rcgc_weakref *w, void *ctx)
     __atomic_fetch_add(&many_runs, 1, __ATOMIC_RELAXED);
 }
 
+/* Handles freed before their referent dies: one in 2 * PER, all to
+   objects that stay. */
+static int freed_early(int i)
+{
+    return i % (2 * PER) == 1;
+}
+
 static void case_many(void)
 {
     static node *objs[MANY];
@@ -342,14 +349,15 @@ static void case_many(void)
         rcgc_decref(objs[i]);
         objs[i] = NULL;
     }
-    for (int i = 1; i < MANY * PER; i += 2 * PER)
-        rcgc_weakref_free(ws[i]);              /* some handles go first */
+    for (int i = 0; i < MANY * PER; i++)
+        if (freed_early(i))
+            rcgc_weakref_free(ws[i]);
     collect_all();
     live = 0;
     for (int i = 0; i < MANY * PER; i++) {
         node *n;
-        if (i % (2 * PER) == 1 && i % 2 == 1)
-            continue;                          /* freed above */
+        if (freed_early(i))
+            continue;
         n = rcgc_weakref_get(ws[i]);
         live += n != NULL;
         if (n != NULL && n != objs[i % MANY])
@@ -362,7 +370,7 @@ static void case_many(void)
         rcgc_decref(objs[i]);
     collect_all();
     for (int i = 0; i < MANY * PER; i++)
-        if (!(i % (2 * PER) == 1 && i % 2 == 1))
+        if (!freed_early(i))
             rcgc_weakref_free(ws[i]);
     is_int(many_runs, MANY * PER - MANY * PER / (2 * PER),
            "%s: one callback per weak reference not freed before its referent died", mode);
