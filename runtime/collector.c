@@ -1822,6 +1822,24 @@ static void *collector_main(void *arg)
     return NULL;
 }
 
+/* The collector thread, if there is to be one; returns once it is
+   attached (gc.lock held). */
+static int start_thread_locked(void)
+{
+    int err;
+
+    if (!gc.has_thread)
+        return 0;
+    err = pthread_create(&gc.thread, NULL, collector_main, NULL);
+    if (err != 0) {
+        gc.has_thread = false;
+        update_wake_locked();
+    }
+    while (err == 0 && !gc.thread_attached)
+        pthread_cond_wait(&gc.done, &gc.lock);
+    return err;
+}
+
 int rcgc__gc_start(const rcgc_options *opts)
 {
     int err = 0;
@@ -1847,15 +1865,7 @@ int rcgc__gc_start(const rcgc_options *opts)
     gc.collect_ns_last = gc.collect_ns_total = 0;
     rcgc__u64_store_relaxed(&pause_max, 0);
     update_wake_locked();
-    if (gc.has_thread) {
-        err = pthread_create(&gc.thread, NULL, collector_main, NULL);
-        if (err != 0) {
-            gc.has_thread = false;
-            update_wake_locked();
-        }
-        while (err == 0 && !gc.thread_attached)
-            pthread_cond_wait(&gc.done, &gc.lock);
-    }
+    err = start_thread_locked();
     pthread_mutex_unlock(&gc.lock);
     return err;
 }
@@ -2347,4 +2357,79 @@ size_t rcgc__test_collect_background(bool *truncated)
         *truncated = last_truncated;
     pthread_mutex_unlock(&collect_mutex);
     return n;
+}
+
+/* ---- fork (fork.c) --------------------------------------------------------- */
+
+/* No collection is running while a fork copies the process: its flags and
+   pins would stay on objects that no thread would clear. */
+void rcgc__collector_fork_outer(enum rcgc__fork_step step)
+{
+    if (step == RCGC__FORK_PREPARE)
+        pthread_mutex_lock(&collect_mutex);
+    else
+        pthread_mutex_unlock(&collect_mutex);
+}
+
+void rcgc__collector_fork_inner(enum rcgc__fork_step step)
+{
+    if (step == RCGC__FORK_PREPARE) {
+        pthread_mutex_lock(&gc.lock);
+        for (int i = 0; shards_ready && i < NSHARDS; i++)
+            pthread_mutex_lock(&shards[i].lock);
+        return;
+    }
+    for (int i = NSHARDS - 1; shards_ready && i >= 0; i--)
+        pthread_mutex_unlock(&shards[i].lock);
+    if (step == RCGC__FORK_CHILD) {
+        uint64_t n = 0;
+
+        /* The collector thread and rcgc_collect's waiters are gone.  A
+           thread that stopped between pushing a chunk and adding its
+           count, or between taking the pool and counting it, left these
+           counts off: they are counted again. */
+        pthread_cond_init(&gc.done, NULL);
+        if (shards_ready) {
+            sem_destroy(&wake_sem);
+            sem_init(&wake_sem, 0, 0);
+        }
+        rcgc__u32_store_relaxed(&wake_posted, 0);
+        gc.thread_attached = false;
+        for (rcgc__roots *k = rcgc__ptr_load_relaxed(&pending); k != NULL; k = k->next)
+            n += k->n;
+        rcgc__u64_store_relaxed(&npending, n);
+        n = 0;
+        for (rcgc__roots *k = rcgc__ptr_load_relaxed(&chunk_pool); k != NULL; k = k->next)
+            n++;
+        rcgc__u64_store_relaxed(&chunk_pool_n, n);
+    }
+    pthread_mutex_unlock(&gc.lock);
+}
+
+/* A gone thread's chunk goes to the collector; one it was adding to at
+   the instant of the fork (its slot claimed: a few instructions) is lost
+   with it, and so are the candidates in it. */
+void rcgc__roots_orphan(rcgc__thread *th)
+{
+    uintptr_t w = rcgc__word_exchange_acq_rel(&th->roots, 0);
+    rcgc__roots *k;
+
+    if (w == 0 || w == ROOTS_CLAIMED)
+        return;
+    k = (rcgc__roots *)(w & ~(uintptr_t)(ROOTS_ALIGN - 1));
+    if (k->n > 0)
+        hand_over(k);
+    else
+        chunk_put(k);
+}
+
+/* The child's collector thread, if the parent had one. */
+int rcgc__gc_restart(void)
+{
+    int err;
+
+    pthread_mutex_lock(&gc.lock);
+    err = start_thread_locked();
+    pthread_mutex_unlock(&gc.lock);
+    return err;
 }

@@ -149,3 +149,11 @@ void rcgc__quarantine_flush(void)
     quarantine.next = 0;
     pthread_mutex_unlock(&quarantine.lock);
 }
+
+void rcgc__quarantine_fork(enum rcgc__fork_step step)
+{
+    if (step == RCGC__FORK_PREPARE)
+        pthread_mutex_lock(&quarantine.lock);
+    else
+        pthread_mutex_unlock(&quarantine.lock);
+}

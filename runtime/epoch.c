@@ -32,27 +32,33 @@
  * hold a user lock they need).  No call_rcu, so no helper thread of
  * liburcu's and no suppression is needed for it.
  *
+ * fork (fork.c): liburcu-qsbr has no fork hooks, and a thread that fork
+ * did not copy stays in its registry, online: the child's first grace
+ * period would wait for it forever, and glibc hands its stack, where the
+ * registry's node for it lives, to the child's next thread.  So every call
+ * of ours that takes liburcu's locks (register, unregister, a grace
+ * period) holds urcu_lock for reading, a fork's prepare holds it for
+ * writing (no liburcu lock is then held by anyone of ours, and the
+ * reclaimer is not between taking a list and freeing it), and the child
+ * takes each gone thread's reader out of the registry as its own
+ * unregistration would (rcgc__epoch_forget).  Callers go offline before
+ * they wait for it: a grace period in progress may be waiting for them.
+ *
  * ThreadSanitizer: liburcu 0.13's atomics are inline assembly that TSan
  * does not see.  Each thread releases a TSan token before every quiescent
  * state, offline transition and unregistration, and the reclaimer acquires
  * it after each grace period, so every access made before a quiescent
  * state happens-before the frees that follow the grace period.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE             /* PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP */
+#include <string.h>
 #include <time.h>
 #include <urcu/urcu-qsbr.h>
+#include <urcu/static/urcu-qsbr.h>  /* struct urcu_qsbr_reader, for fork only */
 
 #include "internal.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define RCGC_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define RCGC_TSAN 1
-#endif
-#endif
-
-#ifdef RCGC_TSAN
+#if RCGC_TSAN
 void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
 static char tsan_grace_token;
@@ -79,12 +85,23 @@ static struct {
     rcgc__u64       gp_completed;  /* store_release by the reclaimer */
     bool            sleeping;
     bool            stop;
+    bool            running;       /* between rcgc__epoch_start and _stop */
     pthread_t       thread;
 } reclaimer = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .work = PTHREAD_COND_INITIALIZER,
     .done = PTHREAD_COND_INITIALIZER,
 };
+
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+/* Writer first: a fork is not held off by grace periods that follow one
+   another. */
+#define URCU_LOCK_INITIALIZER PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+#else
+#define URCU_LOCK_INITIALIZER PTHREAD_RWLOCK_INITIALIZER
+#endif
+static pthread_rwlock_t urcu_lock = URCU_LOCK_INITIALIZER;
+static const pthread_rwlock_t urcu_lock_init = URCU_LOCK_INITIALIZER;
 
 static void *reclaimer_main(void *arg)
 {
@@ -118,6 +135,10 @@ static void *reclaimer_main(void *arg)
         }
         if (reclaimer.pending == NULL && reclaimer.gp_wanted <= reclaimer.gp_started)
             break;                      /* stop, and nothing left */
+        /* From taking the list to freeing it, a fork waits (urcu_lock). */
+        pthread_mutex_unlock(&reclaimer.lock);
+        pthread_rwlock_rdlock(&urcu_lock);
+        pthread_mutex_lock(&reclaimer.lock);
         list = reclaimer.pending;
         reclaimer.pending = NULL;
         upto = reclaimer.handed;
@@ -136,6 +157,7 @@ static void *reclaimer_main(void *arg)
         pthread_mutex_lock(&reclaimer.lock);
         reclaimer.reclaimed = upto;
         pthread_cond_broadcast(&reclaimer.done);
+        pthread_rwlock_unlock(&urcu_lock);
     }
     pthread_mutex_unlock(&reclaimer.lock);
     return NULL;
@@ -143,8 +165,12 @@ static void *reclaimer_main(void *arg)
 
 int rcgc__epoch_start(void)
 {
+    int err;
+
     reclaimer.stop = false;
-    return pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
+    err = pthread_create(&reclaimer.thread, NULL, reclaimer_main, NULL);
+    reclaimer.running = err == 0;
+    return err;
 }
 
 void rcgc__epoch_stop(void)
@@ -154,17 +180,24 @@ void rcgc__epoch_stop(void)
     pthread_cond_signal(&reclaimer.work);
     pthread_mutex_unlock(&reclaimer.lock);
     pthread_join(reclaimer.thread, NULL);   /* drains what is pending first */
+    reclaimer.running = false;
 }
 
-void rcgc__epoch_register(void)
+void *rcgc__epoch_register(void)
 {
+    pthread_rwlock_rdlock(&urcu_lock);
     urcu_qsbr_register_thread();            /* online from here */
+    pthread_rwlock_unlock(&urcu_lock);
+    return &URCU_TLS(urcu_qsbr_reader);
 }
 
 void rcgc__epoch_unregister(void)
 {
     tsan_quiescent();
+    urcu_qsbr_thread_offline();             /* before waiting: see above */
+    pthread_rwlock_rdlock(&urcu_lock);
     urcu_qsbr_unregister_thread();
+    pthread_rwlock_unlock(&urcu_lock);
 }
 
 void rcgc__epoch_quiescent(void)
@@ -227,7 +260,9 @@ void rcgc__epoch_synchronize(void)
 {
     tsan_quiescent();
     urcu_qsbr_thread_offline();
+    pthread_rwlock_rdlock(&urcu_lock);
     urcu_qsbr_synchronize_rcu();
+    pthread_rwlock_unlock(&urcu_lock);
     urcu_qsbr_thread_online();
     tsan_grace_over();
 }
@@ -241,4 +276,56 @@ void rcgc__epoch_wait_reclaimed(void)
     while (reclaimer.reclaimed < target)
         pthread_cond_wait(&reclaimer.done, &reclaimer.lock);
     pthread_mutex_unlock(&reclaimer.lock);
+}
+
+/* ---- fork (fork.c) --------------------------------------------------------- */
+
+void rcgc__epoch_fork_outer(enum rcgc__fork_step step)
+{
+    if (step == RCGC__FORK_PREPARE) {
+        pthread_rwlock_wrlock(&urcu_lock);
+    } else if (step == RCGC__FORK_PARENT) {
+        pthread_rwlock_unlock(&urcu_lock);
+    } else {
+        /* Made new: an unlock would hand it to the readers that were
+           waiting, threads that are gone. */
+        pthread_rwlock_t fresh = urcu_lock_init;
+
+        memcpy(&urcu_lock, &fresh, sizeof(fresh));
+    }
+}
+
+void rcgc__epoch_fork_inner(enum rcgc__fork_step step)
+{
+    if (step == RCGC__FORK_PREPARE) {
+        pthread_mutex_lock(&reclaimer.lock);
+        return;
+    }
+    if (step == RCGC__FORK_CHILD) {
+        /* Their waiters were threads that are gone. */
+        pthread_cond_init(&reclaimer.work, NULL);
+        pthread_cond_init(&reclaimer.done, NULL);
+        reclaimer.sleeping = false;
+    }
+    pthread_mutex_unlock(&reclaimer.lock);
+}
+
+/* A thread that the fork did not copy: offline, and out of the registry
+   (urcu_qsbr_unregister_thread on its behalf; no grace period runs now). */
+void rcgc__epoch_forget(void *reader)
+{
+    struct urcu_qsbr_reader *r = reader;
+
+    if (r == NULL || !r->registered)
+        return;
+    CMM_STORE_SHARED(r->ctr, 0);
+    r->registered = 0;
+    cds_list_del(&r->node);
+}
+
+/* The child's reclaimer, if the parent had one: what was pending (a whole
+   list; prepare saw to it) is freed after the child's first grace period. */
+int rcgc__epoch_restart(void)
+{
+    return reclaimer.running ? rcgc__epoch_start() : 0;
 }

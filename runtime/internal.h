@@ -22,6 +22,25 @@
 #define RCGC_TEST_HARD 0
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define RCGC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RCGC_TSAN 1
+#endif
+#endif
+#ifndef RCGC_TSAN
+#define RCGC_TSAN 0
+#endif
+
+/* Locks that stripe a table by hash (the thread registry's buckets, the
+   weak references' stripes), as a power of two.  A fork's prepare holds
+   every lock of the runtime at once (fork.c), and ThreadSanitizer's
+   deadlock detector follows at most 64 locks held by one thread: its
+   builds use fewer stripes, which changes no argument, only contention. */
+#define RCGC__STRIPES_LOG2 (RCGC_TSAN ? 4 : 6)
+#define RCGC__STRIPES      (1 << RCGC__STRIPES_LOG2)
+
 /* Dead objects a thread collects before handing them to the reclaimer. */
 #define RCGC__RECLAIM_BATCH (RCGC_TEST_HARD ? 1 : 1024)
 /* ... and the smallest open batch a safepoint seals. */
@@ -136,6 +155,9 @@ typedef struct rcgc__thread {
     uint32_t      ncached[RCGC__CACHE_CLASSES]; /* ... how many of each */
     size_t        cached;                       /* ... their bytes */
     bool          in_collection;    /* this thread runs a collection (finalizers) */
+    void         *urcu_reader;      /* its liburcu reader record (epoch.c): a fork's
+                                       child takes a copied-away thread out of
+                                       liburcu's registry through it */
 
     /* Candidate roots: the chunk being filled, with its count in the low
        bits, or a claim while this thread adds to it; the collector steals
@@ -229,7 +251,7 @@ void rcgc__reclaim_poll(rcgc__thread *th);     /* free what is due */
 /* ---- epoch.c (the only file that includes liburcu) --------------------- */
 int  rcgc__epoch_start(void);
 void rcgc__epoch_stop(void);
-void rcgc__epoch_register(void);
+void *rcgc__epoch_register(void);           /* returns the reader record */
 void rcgc__epoch_unregister(void);
 void rcgc__epoch_quiescent(void);
 void rcgc__epoch_offline(void);
@@ -239,6 +261,31 @@ void rcgc__epoch_wait_reclaimed(void);
 void rcgc__epoch_synchronize(void);         /* a grace period, from an attached thread */
 uint64_t rcgc__epoch_gp_request(void);      /* a grace period that starts from now */
 uint64_t rcgc__epoch_gp_completed(void);
+
+/* ---- fork.c ------------------------------------------------------------ */
+/*
+ * pthread_atfork's three steps.  Each file with locks has one hook per
+ * step, called with RCGC__FORK_PREPARE in the lock order of fork.c (it
+ * takes its locks) and with _PARENT or _CHILD in the reverse order (it
+ * lets them go; in the child it also makes its condition variables and
+ * semaphores new, and its state fit for one thread).
+ */
+enum rcgc__fork_step { RCGC__FORK_PREPARE, RCGC__FORK_PARENT, RCGC__FORK_CHILD };
+void rcgc__fork_setup(void);                        /* once, at the first rcgc_init */
+void rcgc__collector_fork_outer(enum rcgc__fork_step step);  /* collect_mutex */
+void rcgc__collector_fork_inner(enum rcgc__fork_step step);  /* gc.lock, shard locks */
+void rcgc__epoch_fork_outer(enum rcgc__fork_step step);      /* liburcu's calls */
+void rcgc__epoch_fork_inner(enum rcgc__fork_step step);      /* the reclaimer */
+void rcgc__threads_fork(enum rcgc__fork_step step);          /* bucket locks */
+void rcgc__weakrefs_fork(enum rcgc__fork_step step);         /* stripe locks */
+void rcgc__mem_fork(enum rcgc__fork_step step);              /* the central pool */
+void rcgc__quarantine_fork(enum rcgc__fork_step step);
+/* In the child, once every lock is free: */
+void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases);
+void rcgc__roots_orphan(rcgc__thread *th);          /* a gone thread's chunk */
+void rcgc__epoch_forget(void *reader);              /* a gone thread's reader */
+int  rcgc__epoch_restart(void);                     /* the reclaimer, if it ran */
+int  rcgc__gc_restart(void);                        /* the collector thread, if it ran */
 
 /* ---- debug.c ----------------------------------------------------------- */
 _Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj);
@@ -271,5 +318,7 @@ size_t    rcgc__test_collect_background(bool *truncated);
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */
 void      rcgc__test_roots_fail(bool fail);
+/* fork's prepare and parent handlers, without a fork. */
+void      rcgc__test_fork_handlers(void);
 
 #endif /* RCGC_INTERNAL_H */

@@ -221,6 +221,14 @@ static void pool_flush(void)
     pthread_mutex_unlock(&pool.lock);
 }
 
+void rcgc__mem_fork(enum rcgc__fork_step step)
+{
+    if (step == RCGC__FORK_PREPARE)
+        pthread_mutex_lock(&pool.lock);
+    else
+        pthread_mutex_unlock(&pool.lock);
+}
+
 int rcgc_init(const rcgc_options *opts)
 {
     rcgc_options o;
@@ -267,6 +275,7 @@ int rcgc_init(const rcgc_options *opts)
         rcgc_shutdown();
         return err;
     }
+    rcgc__fork_setup();
     return 0;
 }
 

@@ -29,7 +29,7 @@
 __thread uintptr_t rcgc__tls_tid __attribute__((tls_model("initial-exec"))) = RCGC__TID_DETACHED;
 __thread rcgc__thread *rcgc__tls_thread __attribute__((tls_model("initial-exec")));
 
-#define NBUCKETS 64
+#define NBUCKETS RCGC__STRIPES
 
 static struct bucket {
     pthread_mutex_t lock;
@@ -45,7 +45,7 @@ static struct bucket *bucket_of(uintptr_t tid)
     uint64_t x = (uint64_t)tid >> RCGC__TID_SHIFT;
 
     x *= 0x9e3779b97f4a7c15ull;         /* Fibonacci hashing */
-    return &buckets[x >> 58];
+    return &buckets[x >> (64 - RCGC__STRIPES_LOG2)];
 }
 
 static void on_thread_exit(void *arg)
@@ -98,7 +98,7 @@ int rcgc_thread_attach(void)
     b->head = th;
     pthread_mutex_unlock(&b->lock);
 
-    rcgc__epoch_register();
+    th->urcu_reader = rcgc__epoch_register();
     rcgc__tls_thread = th;
     rcgc__tls_tid = th->tid;
     pthread_setspecific(exit_key, th);
@@ -364,4 +364,84 @@ size_t rcgc__test_queue_length(void)
 uintptr_t rcgc__test_tid(void)
 {
     return rcgc__tls_tid == RCGC__TID_DETACHED ? 0 : rcgc__tls_tid;
+}
+
+/* ---- fork (fork.c) --------------------------------------------------------- */
+
+void rcgc__threads_fork(enum rcgc__fork_step step)
+{
+    for (int i = 0; i < NBUCKETS; i++) {
+        int k = step == RCGC__FORK_PREPARE ? i : NBUCKETS - 1 - i;
+
+        if (step == RCGC__FORK_PREPARE)
+            pthread_mutex_lock(&buckets[k].lock);
+        else
+            pthread_mutex_unlock(&buckets[k].lock);
+    }
+}
+
+/*
+ * In the child of a fork, every attached thread but the caller is gone.
+ * Each leaves as rcgc_thread_detach would have made it leave, done here on
+ * its behalf: out of the registry (so whoever next finds it the owner of
+ * an object merges that object itself, I4), its merge queue to *merges and
+ * the objects its release loop had yet to start to *releases (the caller
+ * merges and releases them once the runtime's threads run again), its
+ * candidates to the collector, its dead objects to the reclaimer, its
+ * thread cache to malloc, its liburcu reader out of liburcu's registry.
+ * What it held on its stack, and an object whose teardown it had begun,
+ * are lost with it: a reference nobody can drop.
+ */
+void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
+{
+    rcgc__thread *self = rcgc__tls_thread, *gone = NULL, *th, *next;
+
+    pthread_mutex_lock(&rcgc__rt.lock);
+    for (th = rcgc__rt.threads; th != NULL; th = next) {
+        next = th->all_next;
+        if (th == self)
+            continue;
+        if (th->all_prev)
+            th->all_prev->all_next = th->all_next;
+        else
+            rcgc__rt.threads = th->all_next;
+        if (th->all_next)
+            th->all_next->all_prev = th->all_prev;
+        rcgc__rt.nthreads--;
+        rcgc__rt.retired_allocated += rcgc__u64_load_relaxed(&th->allocated);
+        rcgc__rt.retired_freed += rcgc__u64_load_relaxed(&th->freed);
+        th->all_next = gone;
+        gone = th;
+    }
+    pthread_mutex_unlock(&rcgc__rt.lock);
+
+    for (th = gone; th != NULL; th = next) {
+        struct bucket *b = bucket_of(th->tid);
+        rcgc__thread **p;
+
+        next = th->all_next;
+        pthread_mutex_lock(&b->lock);
+        for (p = &b->head; *p != th; p = &(*p)->bucket_next)
+            ;
+        *p = th->bucket_next;
+        pthread_mutex_unlock(&b->lock);
+        while (th->merge_queue != NULL) {
+            rcgc__header *h = th->merge_queue;
+            th->merge_queue = h->link;
+            h->link = *merges;
+            *merges = h;
+        }
+        while (th->release_list != NULL) {
+            rcgc__header *h = th->release_list;
+            th->release_list = h->link;
+            h->link = *releases;
+            *releases = h;
+        }
+        rcgc__roots_orphan(th);
+        rcgc__reclaim_flush(th);
+        rcgc__cache_flush(th);
+        rcgc__roots_spares_free(th);
+        rcgc__epoch_forget(th->urcu_reader);
+        free(th);
+    }
 }

@@ -37,7 +37,7 @@
 
 #include "internal.h"
 
-#define NSTRIPES 64
+#define NSTRIPES RCGC__STRIPES
 
 struct rcgc_weakref {
     struct rcgc_weakref *next, *prev;   /* the bucket's chain, while referent is set */
@@ -258,5 +258,20 @@ void rcgc__weakrefs_run(rcgc_weakref *pending)
         pthread_mutex_unlock(&st->lock);
         if (last)
             free(w);
+    }
+}
+
+/* ---- fork (fork.c) --------------------------------------------------------- */
+
+void rcgc__weakrefs_fork(enum rcgc__fork_step step)
+{
+    pthread_once(&stripes_once, stripes_init);
+    for (int i = 0; i < NSTRIPES; i++) {
+        int k = step == RCGC__FORK_PREPARE ? i : NSTRIPES - 1 - i;
+
+        if (step == RCGC__FORK_PREPARE)
+            pthread_mutex_lock(&stripes[k].lock);
+        else
+            pthread_mutex_unlock(&stripes[k].lock);
     }
 }

@@ -1,0 +1,584 @@
+/*
+ * test_fork.c: the runtime across fork() (PITFALLS 29: locks, the collector
+ * thread, liburcu's registry).
+ *
+ * beside busy threads: the main thread forks while
+ *   S, attached and online, is between two safepoints, with objects
+ *     queued to it by the main thread (their merge is S's to do) and
+ *     objects of its own the main thread holds;
+ *   W rewires a shared slot and drops 2-cycles, with safepoints, while the
+ *     background collector runs;
+ *   B sits in a blocking region.
+ * An online reader that is gone would hold up the child's first grace
+ * period forever if the child kept it in liburcu's registry.
+ * The child must: merge and free what was queued to S (its owner is gone);
+ * free S's objects at the main thread's last decrement; collect cycles
+ * (the collector thread runs again, grace periods end); reclaim memory;
+ * attach a new thread; use weak references; count one thread besides the
+ * collector; shut down.  The parent must go on as if nothing happened.
+ *
+ * under churn: 24 forks while two threads build, share and drop cycles,
+ * from an attached thread, from one inside a blocking region, and from a
+ * thread that is not attached; each child collects, reclaims and shuts
+ * down.
+ *
+ * after shutdown: a child of a process whose runtime was shut down can
+ * start its own.
+ *
+ * What a child collected is told by its finalizers (rcgc_collect's count
+ * may be smaller: a background collection, woken by the candidates the
+ * gone threads left, can take some first).
+ *
+ * Under ThreadSanitizer the handlers run without a fork (fork_and_check).
+ *
+ * A child reports each check on a pipe as one line, "1 what" or "0 what";
+ * the parent turns them into test points.  An alarm kills a child that
+ * hangs, and the parent reports how it ended.  Children leave by _exit:
+ * what the gone threads held on their stacks stays allocated there, as
+ * after any thread that dies without detaching (fork.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rcgc.h"
+#include "internal.h"
+#include "tap.h"
+
+#define CHILD_ALARM_S 60
+
+/* ---- types ------------------------------------------------------------- */
+
+#define MAGIC 0x6b1dfa11u
+
+typedef struct node {
+    rcgc_ref a, b;
+    unsigned magic;
+} node;
+
+static unsigned fin_node, fin_leaf, fin_fresh;     /* atomic */
+
+static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    node *n = obj;
+
+    visit(&n->a, ctx);
+    visit(&n->b, ctx);
+}
+
+static void node_finalize(void *obj)
+{
+    node *n = obj;
+
+    if (n->magic != MAGIC)
+        abort();
+    n->magic = 0;
+    __atomic_fetch_add(&fin_node, 1, __ATOMIC_RELAXED);
+}
+
+static void fresh_finalize(void *obj)
+{
+    (void)obj;
+    __atomic_fetch_add(&fin_fresh, 1, __ATOMIC_RELAXED);
+}
+
+static void leaf_finalize(void *obj)
+{
+    (void)obj;
+    __atomic_fetch_add(&fin_leaf, 1, __ATOMIC_RELAXED);
+}
+
+static const rcgc_type node_type = { "fork_node", sizeof(node), node_traverse, node_finalize, 0 };
+/* Made in a child only: its finalizer count says what the child collected. */
+static const rcgc_type fresh_type = { "fork_fresh", sizeof(node), node_traverse, fresh_finalize,
+                                      0 };
+static const rcgc_type leaf_type = { "fork_leaf", 16, NULL, leaf_finalize, 0 };
+
+static unsigned count_of(unsigned *c)
+{
+    return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+static node *new_node(const rcgc_type *type)
+{
+    node *n = rcgc_new(type);
+
+    if (n == NULL)
+        bail_out("rcgc_new: %s", strerror(errno));
+    n->magic = MAGIC;
+    return n;
+}
+
+/* A 2-cycle, dropped: garbage for the collector. */
+static void drop_pair(const rcgc_type *type)
+{
+    node *x = new_node(type), *y = new_node(type);
+
+    rcgc_ref_init(&x->a, y);
+    rcgc_ref_init(&y->a, x);
+    rcgc_decref(x);
+    rcgc_decref(y);
+}
+
+static size_t attached_threads(void)
+{
+    size_t n;
+
+    pthread_mutex_lock(&rcgc__rt.lock);
+    n = rcgc__rt.nthreads;
+    pthread_mutex_unlock(&rcgc__rt.lock);
+    return n;
+}
+
+static uint64_t live_now(void)
+{
+    rcgc_stats st;
+
+    rcgc_get_stats(&st);
+    return st.live;
+}
+
+/* ---- the child's report ------------------------------------------------- */
+
+static int report_fd = -1;
+static int child_failed;
+
+__attribute__((format(printf, 2, 3)))
+static void report(int cond, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    int n;
+
+    line[0] = cond ? '1' : '0';
+    line[1] = ' ';
+    va_start(ap, fmt);
+    n = vsnprintf(line + 2, sizeof line - 3, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof line - 4)
+        n = (int)sizeof line - 4;
+    line[2 + n] = '\n';
+    if (write(report_fd, line, (size_t)n + 3) < 0)
+        _exit(3);
+    if (!cond)
+        child_failed = 1;
+}
+
+/* Forks; the child runs fn (which reports) and _exits; the parent turns
+   the child's lines into test points, expecting `points` of them, and
+   checks how the child ended. */
+static void fork_and_check(const char *name, void (*fn)(void *), void *arg, int points)
+{
+    int fds[2], got = 0, status;
+    bool offline;
+    pid_t pid;
+    FILE *in;
+    char line[512];
+
+    if (RCGC_TSAN) {
+        /* ThreadSanitizer cannot start threads in the child of a
+           multithreaded fork ("dup thread with used id": glibc gives the
+           child's new threads the gone threads' stacks, and TSan still
+           knows them).  The handlers run without a fork, beside the
+           same threads: TSan checks their lock order against the
+           runtime's. */
+        (void)fn;
+        (void)arg;
+        rcgc__test_fork_handlers();
+        skip("%s: %d checks in a child (not under ThreadSanitizer)", name, points);
+        return;
+    }
+    if (pipe(fds) != 0)
+        bail_out("pipe: %s", strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        bail_out("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        report_fd = fds[1];
+        alarm(CHILD_ALARM_S);
+        fn(arg);
+        _exit(child_failed ? 1 : 0);
+    }
+    close(fds[1]);
+    /* Waiting for the child: offline, or our grace periods wait for it. */
+    offline = rcgc__tls_thread != NULL && !rcgc__tls_thread->in_blocking;
+    if (offline)
+        rcgc_blocking_begin();
+    in = fdopen(fds[0], "r");
+    while (in != NULL && fgets(line, sizeof line, in) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        ok(line[0] == '1', "%s: child: %s", name, line + 2);
+        got++;
+    }
+    if (in != NULL)
+        fclose(in);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (offline)
+        rcgc_blocking_end();
+    if (!ok(got == points, "%s: the child made all its %d checks", name, points))
+        diag("it made %d", got);
+    if (!ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child exited with 0", name)) {
+        if (WIFSIGNALED(status))
+            diag("killed by signal %d%s", WTERMSIG(status),
+                 WTERMSIG(status) == SIGALRM ? " (the alarm: it hung)" : "");
+        else
+            diag("exit status %d", WEXITSTATUS(status));
+    }
+}
+
+/* ---- beside busy threads ------------------------------------------------ */
+
+#define NQ 200       /* S's objects queued to S by the main thread */
+#define ND 100       /* S's objects the main thread holds */
+
+static void *q_objs[NQ], *d_objs[ND];
+static int s_ready, s_stop, w_stop, b_stop, w_rounds;
+static rcgc_ref shared_slot;        /* rewired by W, loaded by the main thread */
+
+static void flag_set(int *f) { __atomic_store_n(f, 1, __ATOMIC_RELEASE); }
+static int flag(int *f) { return __atomic_load_n(f, __ATOMIC_ACQUIRE); }
+
+static void *s_main(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("S cannot attach");
+    for (int i = 0; i < NQ; i++)
+        q_objs[i] = rcgc_new(&leaf_type);      /* the main thread gets the reference */
+    for (int i = 0; i < ND; i++)
+        d_objs[i] = rcgc_new(&leaf_type);
+    flag_set(&s_ready);
+    /* Between two safepoints: our merge queue fills and stays full.  We
+       let grace periods end (the test reaches into epoch.c for that):
+       one that waited for us would hold up the parent's collection, and
+       the fork's prepare waits for a collection in progress (fork.c). */
+    while (!flag(&s_stop)) {
+        rcgc__epoch_quiescent();
+        sched_yield();
+    }
+    rcgc_safepoint();
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void *w_main(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("W cannot attach");
+    while (!flag(&w_stop)) {
+        node *n = new_node(&node_type), *m = new_node(&node_type);
+
+        rcgc_ref_init(&n->a, m);
+        rcgc_decref(m);
+        rcgc_ref_store(&shared_slot, n);
+        rcgc_decref(n);
+        drop_pair(&node_type);
+        rcgc_safepoint();
+        __atomic_fetch_add(&w_rounds, 1, __ATOMIC_RELAXED);
+    }
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void *b_main(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("B cannot attach");
+    rcgc_blocking_begin();
+    while (!flag(&b_stop))
+        usleep(1000);
+    rcgc_blocking_end();
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void weak_cb(rcgc_weakref *w, void *ctx)
+{
+    (void)w;
+    __atomic_fetch_add((unsigned *)ctx, 1, __ATOMIC_RELAXED);
+}
+
+static void *child_thread_main(void *arg)
+{
+    size_t *collected = arg;
+
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    for (int i = 0; i < 50; i++)
+        drop_pair(&fresh_type);
+    *collected = rcgc_collect();
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static node *loaded;                /* what the main thread loaded from shared_slot */
+
+static void busy_child(void *arg)
+{
+    unsigned leaf0 = count_of(&fin_leaf), fresh0, called = 0;
+    size_t n, collected_there = 0;
+    pthread_t t;
+    rcgc_weakref *w;
+    node *x;
+
+    (void)arg;
+    /* The handler merged what was queued to S: each was the last reference. */
+    report(leaf0 == NQ, "the %d objects queued to a gone thread were merged and freed (%u)",
+           NQ, leaf0);
+    report(attached_threads() == 2, "the gone threads left: attached %zu (this one and the "
+           "collector)", attached_threads());
+    for (int i = 0; i < ND; i++)
+        rcgc_decref(d_objs[i]);
+    report(count_of(&fin_leaf) == leaf0 + ND,
+           "a gone thread's objects are freed at their last decrement (%u of %d)",
+           count_of(&fin_leaf) - leaf0, ND);
+    report(loaded != NULL && loaded->magic == MAGIC, "what the parent loaded is intact");
+    rcgc_decref(loaded);
+
+    for (int i = 0; i < 500; i++)
+        drop_pair(&fresh_type);
+    n = rcgc_collect();
+    report(count_of(&fin_fresh) == 1000,
+           "the collector collects (%u of 1000 finalized; rcgc_collect: %zu)",
+           count_of(&fin_fresh), n);
+
+    rcgc_reclaim_wait();
+    report(1, "rcgc_reclaim_wait returns (grace periods end)");
+
+    fresh0 = count_of(&fin_fresh);
+    if (pthread_create(&t, NULL, child_thread_main, &collected_there) == 0) {
+        rcgc_blocking_begin();      /* waiting: offline (the thread's grace periods) */
+        pthread_join(t, NULL);
+        rcgc_blocking_end();
+    }
+    report(count_of(&fin_fresh) == fresh0 + 100,
+           "a new thread attaches, makes cycles, collects them, detaches (%u, %zu)",
+           count_of(&fin_fresh) - fresh0, collected_there);
+
+    x = new_node(&fresh_type);
+    w = rcgc_weakref_new(x, weak_cb, &called);
+    report(w != NULL && rcgc_weakref_get(w) == x, "a weak reference upgrades");
+    rcgc_decref(x);                 /* get's reference */
+    rcgc_decref(x);
+    report(w != NULL && rcgc_weakref_get(w) == NULL && called == 1,
+           "... is cleared at the death, its callback run once");
+    rcgc_weakref_free(w);
+
+    rcgc_shutdown();
+    report(1, "rcgc_shutdown returns");
+}
+
+#define BUSY_CHILD_POINTS 10
+
+static void beside_busy_threads(void)
+{
+    pthread_t s, w, b;
+    uint64_t live0;
+    unsigned leaf0;
+
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    live0 = live_now();
+    leaf0 = count_of(&fin_leaf);
+    if (pthread_create(&s, NULL, s_main, NULL) != 0 ||
+        pthread_create(&w, NULL, w_main, NULL) != 0 ||
+        pthread_create(&b, NULL, b_main, NULL) != 0)
+        bail_out("pthread_create");
+    while (!flag(&s_ready))
+        sched_yield();
+    for (int i = 0; i < NQ; i++)
+        rcgc_decref(q_objs[i]);     /* S is online: queued to S */
+    ok(count_of(&fin_leaf) == leaf0, "objects queued to a thread without safepoints wait");
+    while (__atomic_load_n(&w_rounds, __ATOMIC_RELAXED) < 1000)
+        rcgc_safepoint();
+    loaded = rcgc_ref_load(&shared_slot);
+
+    fork_and_check("beside busy threads", busy_child, NULL, BUSY_CHILD_POINTS);
+
+    /* The parent goes on. */
+    ok(loaded != NULL && loaded->magic == MAGIC, "parent: what it loaded is intact");
+    rcgc_decref(loaded);
+    flag_set(&s_stop);
+    pthread_join(s, NULL);
+    ok(count_of(&fin_leaf) == leaf0 + NQ, "parent: S merged its queue at its safepoint (%u)",
+       count_of(&fin_leaf) - leaf0);
+    for (int i = 0; i < ND; i++)
+        rcgc_decref(d_objs[i]);
+    flag_set(&w_stop);
+    flag_set(&b_stop);
+    pthread_join(w, NULL);
+    pthread_join(b, NULL);
+    rcgc_ref_store(&shared_slot, NULL);
+    rcgc_collect();
+    rcgc_reclaim_wait();
+    ok(live_now() == live0, "parent: every object freed (live %llu, was %llu)",
+       (unsigned long long)live_now(), (unsigned long long)live0);
+    ok(count_of(&fin_leaf) == leaf0 + NQ + ND, "parent: every leaf finalized once");
+    rcgc_shutdown();
+}
+
+/* ---- under churn --------------------------------------------------------- */
+
+#define FORKS 24
+
+static int churn_stop;
+static rcgc_ref churn_slots[8];
+
+static void *churn_main(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+
+    if (rcgc_thread_attach() != 0)
+        bail_out("churn cannot attach");
+    while (!flag(&churn_stop)) {
+        node *n = new_node(&node_type), *m;
+
+        seed = seed * 1103515245u + 12345u;
+        m = rcgc_ref_load(&churn_slots[(seed >> 16) % 8]);
+        if (m != NULL) {
+            if (m->magic != MAGIC)
+                abort();
+            rcgc_ref_init(&n->a, m);
+            rcgc_ref_store(&m->a, NULL);        /* no chain back through history */
+            rcgc_decref(m);
+        }
+        rcgc_ref_init(&n->b, n);                /* a self-cycle */
+        rcgc_ref_store(&churn_slots[(seed >> 20) % 8], n);
+        rcgc_decref(n);
+        if ((seed & 63) == 0) {
+            rcgc_safepoint();
+            /* Busy, not flooding: the garbage stays within what a debug
+               build's collector keeps up with beside the forks. */
+            rcgc_blocking_begin();
+            usleep(50);
+            rcgc_blocking_end();
+        }
+    }
+    rcgc_thread_detach();
+    return NULL;
+}
+
+enum { FROM_ATTACHED, FROM_BLOCKING, FROM_UNATTACHED };
+
+static void churn_child(void *arg)
+{
+    int from = (int)(intptr_t)arg;
+    unsigned fresh0 = count_of(&fin_fresh);
+    int attach_err = 0;
+    size_t n;
+
+    if (from == FROM_UNATTACHED)
+        attach_err = rcgc_thread_attach();
+    else if (from == FROM_BLOCKING)
+        rcgc_blocking_end();
+    report(attach_err == 0, "the forking thread can count (attach: %d)", attach_err);
+    for (int i = 0; i < 20; i++)
+        drop_pair(&fresh_type);
+    n = rcgc_collect();
+    report(count_of(&fin_fresh) - fresh0 == 40, "collects (%u of 40; rcgc_collect: %zu)",
+           count_of(&fin_fresh) - fresh0, n);
+    rcgc_reclaim_wait();
+    for (int i = 0; i < 8; i++)
+        rcgc_ref_store(&churn_slots[i], NULL);
+    rcgc_shutdown();
+    report(1, "reclaims and shuts down");
+}
+
+#define CHURN_CHILD_POINTS 3
+
+struct fork_from { int from; };
+
+static void *unattached_forker(void *arg)
+{
+    struct fork_from *f = arg;
+
+    fork_and_check("under churn, from an unattached thread", churn_child,
+                   (void *)(intptr_t)f->from, CHURN_CHILD_POINTS);
+    return NULL;
+}
+
+static void under_churn(void)
+{
+    pthread_t t[2];
+    uint64_t live0;
+
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    live0 = live_now();
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&t[i], NULL, churn_main, (void *)(uintptr_t)(i + 1)) != 0)
+            bail_out("pthread_create");
+    for (int k = 0; k < FORKS; k++) {
+        int from = k % 3;
+
+        usleep(2000);
+        if (from == FROM_UNATTACHED) {
+            struct fork_from f = { from };
+            pthread_t u;
+
+            rcgc_blocking_begin();      /* we wait for the forker: offline */
+            if (pthread_create(&u, NULL, unattached_forker, &f) != 0)
+                bail_out("pthread_create");
+            pthread_join(u, NULL);
+            rcgc_blocking_end();
+        } else if (from == FROM_BLOCKING) {
+            rcgc_blocking_begin();
+            fork_and_check("under churn, from a blocking region", churn_child,
+                           (void *)(intptr_t)from, CHURN_CHILD_POINTS);
+            rcgc_blocking_end();
+        } else {
+            fork_and_check("under churn, from an attached thread", churn_child,
+                           (void *)(intptr_t)from, CHURN_CHILD_POINTS);
+        }
+        rcgc_safepoint();
+    }
+    flag_set(&churn_stop);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 8; i++)
+        rcgc_ref_store(&churn_slots[i], NULL);
+    rcgc_collect();
+    rcgc_reclaim_wait();
+    ok(live_now() == live0, "under churn: parent: every object freed (live %llu, was %llu)",
+       (unsigned long long)live_now(), (unsigned long long)live0);
+    rcgc_shutdown();
+}
+
+/* ---- after shutdown ---------------------------------------------------- */
+
+static void restart_child(void *arg)
+{
+    unsigned fresh0 = count_of(&fin_fresh);
+    int err = rcgc_init(NULL);
+
+    (void)arg;
+    report(err == 0, "rcgc_init (%d)", err);
+    if (err != 0)
+        return;
+    for (int i = 0; i < 10; i++)
+        drop_pair(&fresh_type);
+    rcgc_collect();
+    report(count_of(&fin_fresh) - fresh0 == 20, "collects (%u of 20)", count_of(&fin_fresh) - fresh0);
+    rcgc_shutdown();
+}
+
+int main(void)
+{
+    beside_busy_threads();
+    under_churn();
+    fork_and_check("after rcgc_shutdown", restart_child, NULL, 2);
+    return done_testing();
+}
