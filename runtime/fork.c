@@ -41,7 +41,12 @@
  * the child as after any thread that dies without detaching: those
  * objects stay alive (and are listed by RCGC_DEBUG_LEAK).  So is an object
  * whose teardown it had begun, and a candidate it was adding at the
- * instant of the fork (rcgc__roots_orphan).
+ * instant of the fork (rcgc__roots_orphan).  Nothing makes the fork wait
+ * for the few instructions of a count's slow path: a thread stopped in
+ * the middle of merging an object's counts leaves that object's count
+ * wrong in the child (a debug build aborts at its last decrement), and a
+ * load that meets an object whose finalizer a gone thread was running,
+ * and which that finalizer had stored into the slot, waits for it forever.
  *
  * fork inside a finalizer or a weak reference's callback run by a
  * collection (the thread holds collect_mutex and is part-way through
