@@ -249,6 +249,16 @@ static rcgc_ref shared_slot;        /* rewired by W, loaded by the main thread *
 static void flag_set(int *f) { __atomic_store_n(f, 1, __ATOMIC_RELEASE); }
 static int flag(int *f) { return __atomic_load_n(f, __ATOMIC_ACQUIRE); }
 
+/* Busy, not flooding: the garbage a child inherits stays within what a
+   sanitizer build's collector takes in a moment (a child that collects
+   millions of objects under ASan beside other tests runs into its alarm). */
+static void pause_offline(void)
+{
+    rcgc_blocking_begin();
+    usleep(1000);
+    rcgc_blocking_end();
+}
+
 static void *s_main(void *arg)
 {
     (void)arg;
@@ -286,7 +296,8 @@ static void *w_main(void *arg)
         rcgc_decref(n);
         drop_pair(&node_type);
         rcgc_safepoint();
-        __atomic_fetch_add(&w_rounds, 1, __ATOMIC_RELAXED);
+        if ((__atomic_add_fetch(&w_rounds, 1, __ATOMIC_RELAXED) & 15) == 0)
+            pause_offline();
     }
     rcgc_thread_detach();
     return NULL;
@@ -458,13 +469,9 @@ static void *churn_main(void *arg)
         rcgc_ref_init(&n->b, n);                /* a self-cycle */
         rcgc_ref_store(&churn_slots[(seed >> 20) % 8], n);
         rcgc_decref(n);
-        if ((seed & 63) == 0) {
+        if ((seed & 15) == 0) {
             rcgc_safepoint();
-            /* Busy, not flooding: the garbage stays within what a debug
-               build's collector keeps up with beside the forks. */
-            rcgc_blocking_begin();
-            usleep(50);
-            rcgc_blocking_end();
+            pause_offline();
         }
     }
     rcgc_thread_detach();
