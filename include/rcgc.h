@@ -60,6 +60,13 @@ void rcgc_blocking_begin(void);    /* caller will not touch objects until _end a
                                       never delays the runtime meanwhile */
 void rcgc_blocking_end(void);
 
+/* fork(): the child has one attached thread, the one that forked (if it was
+   attached), and its own collector and reclaimer threads; the other threads'
+   objects stay valid, and what those threads held stays alive.  fork waits
+   for a collection or a grace period in progress.  From inside a finalizer
+   or weak-reference callback run by a collection, the child may only exec
+   or _exit.  (README: "fork".) */
+
 /* Waits (as a blocking region) until the memory of every object released
    before the call, by any thread, has been reclaimed: given back to the
    free hook, or with malloc, to malloc, except what other threads keep in
