@@ -155,9 +155,6 @@ typedef struct rcgc__thread {
     uint32_t      ncached[RCGC__CACHE_CLASSES]; /* ... how many of each */
     size_t        cached;                       /* ... their bytes */
     bool          in_collection;    /* this thread runs a collection (finalizers) */
-    void         *urcu_reader;      /* its liburcu reader record (epoch.c): a fork's
-                                       child takes a copied-away thread out of
-                                       liburcu's registry through it */
 
     /* Candidate roots: the chunk being filled, with its count in the low
        bits, or a claim while this thread adds to it; the collector steals
@@ -176,6 +173,11 @@ typedef struct rcgc__thread {
 
     /* Protected by rcgc__rt.lock. */
     struct rcgc__thread *all_prev, *all_next;
+
+    /* Constant: its liburcu reader record (epoch.c), through which a fork's
+       child takes a thread that the fork did not copy out of liburcu's
+       registry.  Last, away from the fields above that are used often. */
+    void *urcu_reader;
 } __attribute__((aligned(64))) rcgc__thread;
 
 extern __thread rcgc__thread *rcgc__tls_thread __attribute__((tls_model("initial-exec")));
