@@ -183,12 +183,18 @@ void rcgc__epoch_stop(void)
     reclaimer.running = false;
 }
 
-void *rcgc__epoch_register(void)
+/* The calling thread's reader record, known before it registers (so a
+   fork's child that finds it registered can always find it). */
+void *rcgc__epoch_reader(void)
+{
+    return &URCU_TLS(urcu_qsbr_reader);
+}
+
+void rcgc__epoch_register(void)
 {
     pthread_rwlock_rdlock(&urcu_lock);
     urcu_qsbr_register_thread();            /* online from here */
     pthread_rwlock_unlock(&urcu_lock);
-    return &URCU_TLS(urcu_qsbr_reader);
 }
 
 void rcgc__epoch_unregister(void)

@@ -253,7 +253,8 @@ void rcgc__reclaim_poll(rcgc__thread *th);     /* free what is due */
 /* ---- epoch.c (the only file that includes liburcu) --------------------- */
 int  rcgc__epoch_start(void);
 void rcgc__epoch_stop(void);
-void *rcgc__epoch_register(void);           /* returns the reader record */
+void *rcgc__epoch_reader(void);             /* the caller's reader record */
+void rcgc__epoch_register(void);
 void rcgc__epoch_unregister(void);
 void rcgc__epoch_quiescent(void);
 void rcgc__epoch_offline(void);

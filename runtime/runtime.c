@@ -98,14 +98,12 @@ static bool pool_take(rcgc__thread *th, size_t c)
         __atomic_store_n(&pool.batches[c], BATCH_NEXT(b), __ATOMIC_RELAXED);
         __atomic_store_n(&pool.bytes, pool.bytes - BATCH_COUNT(b) * class_bytes(c),
                          __ATOMIC_RELAXED);
+        th->cache[c] = b;           /* under the lock, as in pool_give */
+        th->ncached[c] = (uint32_t)BATCH_COUNT(b);
+        th->cached += BATCH_COUNT(b) * class_bytes(c);
     }
     pthread_mutex_unlock(&pool.lock);
-    if (b == NULL)
-        return false;
-    th->cache[c] = b;
-    th->ncached[c] = (uint32_t)BATCH_COUNT(b);
-    th->cached += BATCH_COUNT(b) * class_bytes(c);
-    return true;
+    return b != NULL;
 }
 
 /* th's whole list of class c to the pool; false if the pool is full (or
@@ -123,14 +121,14 @@ static bool pool_give(rcgc__thread *th, size_t c)
         BATCH_NEXT(b) = pool.batches[c];
         __atomic_store_n(&pool.batches[c], b, __ATOMIC_RELAXED);
         __atomic_store_n(&pool.bytes, pool.bytes + bytes, __ATOMIC_RELAXED);
-        kept = true;
-    }
-    pthread_mutex_unlock(&pool.lock);
-    if (kept) {
+        /* Under the lock: a fork (which takes it) never finds the batch
+           both in the pool and in our list. */
         th->cache[c] = NULL;
         th->ncached[c] = 0;
         th->cached -= bytes;
+        kept = true;
     }
+    pthread_mutex_unlock(&pool.lock);
     return kept;
 }
 
@@ -200,9 +198,13 @@ static void free_list(void *b)
 void rcgc__cache_flush(rcgc__thread *th)
 {
     for (size_t c = 0; c < RCGC__CACHE_CLASSES; c++) {
-        free_list(th->cache[c]);
+        void *list = th->cache[c];
+
+        /* Off the record first: a fork's child that flushes this cache for
+           a thread stopped here frees no block twice. */
         th->cache[c] = NULL;
         th->ncached[c] = 0;
+        free_list(list);
     }
     th->cached = 0;
 }

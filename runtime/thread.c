@@ -98,7 +98,8 @@ int rcgc_thread_attach(void)
     b->head = th;
     pthread_mutex_unlock(&b->lock);
 
-    th->urcu_reader = rcgc__epoch_register();
+    th->urcu_reader = rcgc__epoch_reader();
+    rcgc__epoch_register();
     rcgc__tls_thread = th;
     rcgc__tls_tid = th->tid;
     pthread_setspecific(exit_key, th);
@@ -166,6 +167,9 @@ void rcgc_thread_detach(void)
     rcgc__reclaim_flush(th);
     rcgc__cache_flush(th);
     rcgc__roots_spares_free(th);
+    /* Out of liburcu before out of the thread list: a fork's child takes
+       the threads of that list out of liburcu's registry. */
+    rcgc__epoch_unregister();
 
     pthread_mutex_lock(&rcgc__rt.lock);
     if (th->all_prev)
@@ -179,7 +183,6 @@ void rcgc_thread_detach(void)
     rcgc__rt.retired_freed += rcgc__u64_load_relaxed(&th->freed);
     pthread_mutex_unlock(&rcgc__rt.lock);
 
-    rcgc__epoch_unregister();
     rcgc__tls_thread = NULL;
     pthread_setspecific(exit_key, NULL);
     free(th);
@@ -260,19 +263,26 @@ void rcgc__reclaim_seal(rcgc__thread *th)
         s->next = NULL;
         s->list = th->reclaim_list;
         s->gp = rcgc__epoch_gp_request();
+        /* The open batch is emptied before the sealed one is linked (and
+           a list handed over below is off the record first): a fork's
+           child that flushes a thread stopped in between never hands one
+           object to the reclaimer twice. */
+        th->reclaim_list = NULL;
+        th->reclaim_count = 0;
         if (th->sealed_tail != NULL)
             th->sealed_tail->next = s;
         else
             th->sealed_head = s;
         th->sealed_tail = s;
-        th->reclaim_list = NULL;
-        th->reclaim_count = 0;
     }
     rcgc__reclaim_poll(th);
 }
 
 void rcgc__reclaim_flush(rcgc__thread *th)
 {
+    rcgc__header *list;
+    size_t count;
+
     rcgc__reclaim_poll(th);
     while (th->sealed_head != NULL) {
         rcgc__sealed *s = th->sealed_head;
@@ -284,9 +294,11 @@ void rcgc__reclaim_flush(rcgc__thread *th)
     th->sealed_tail = NULL;
     if (th->reclaim_count == 0)
         return;
-    rcgc__epoch_defer(th->reclaim_list, th->reclaim_count);
+    list = th->reclaim_list;
+    count = th->reclaim_count;
     th->reclaim_list = NULL;
     th->reclaim_count = 0;
+    rcgc__epoch_defer(list, count);
 }
 
 void rcgc_safepoint(void)
@@ -420,10 +432,12 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
         rcgc__thread **p;
 
         next = th->all_next;
+        /* Not there if it stopped inside rcgc_thread_attach or _detach. */
         pthread_mutex_lock(&b->lock);
-        for (p = &b->head; *p != th; p = &(*p)->bucket_next)
+        for (p = &b->head; *p != NULL && *p != th; p = &(*p)->bucket_next)
             ;
-        *p = th->bucket_next;
+        if (*p != NULL)
+            *p = th->bucket_next;
         pthread_mutex_unlock(&b->lock);
         while (th->merge_queue != NULL) {
             rcgc__header *h = th->merge_queue;
