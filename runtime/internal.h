@@ -32,6 +32,16 @@
 #ifndef RCGC_TSAN
 #define RCGC_TSAN 0
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define RCGC_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RCGC_ASAN 1
+#endif
+#endif
+#ifndef RCGC_ASAN
+#define RCGC_ASAN 0
+#endif
 
 /* Locks that stripe a table by hash (the thread registry's buckets, the
    weak references' stripes), as a power of two.  A fork's prepare holds

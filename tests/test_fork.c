@@ -29,7 +29,9 @@
  * may be smaller: a background collection, woken by the candidates the
  * gone threads left, can take some first).
  *
- * Under ThreadSanitizer the handlers run without a fork (fork_and_check).
+ * Under ThreadSanitizer the handlers run without a fork, and under
+ * AddressSanitizer the threads that allocate are parked while a thread
+ * forks (fork_and_check, park_all).
  *
  * A child reports each check on a pipe as one line, "1 what" or "0 what";
  * the parent turns them into test points.  An alarm kills a child that
@@ -173,6 +175,45 @@ static void report(int cond, const char *fmt, ...)
         child_failed = 1;
 }
 
+/*
+ * AddressSanitizer's allocator (gcc 12's) takes no lock around fork: a
+ * child whose parent had a thread inside the allocator's slow path
+ * deadlocks in its own first malloc of that size.  Under ASan the threads
+ * that allocate park (attached and online, at safepoints) while a thread
+ * forks, so the child's logic still runs under ASan; the other builds
+ * fork while they allocate.
+ */
+static int park_req, parked, parkers;
+
+static void maybe_park(void)
+{
+    if (!RCGC_ASAN || !__atomic_load_n(&park_req, __ATOMIC_ACQUIRE))
+        return;
+    __atomic_fetch_add(&parked, 1, __ATOMIC_ACQ_REL);
+    while (__atomic_load_n(&park_req, __ATOMIC_ACQUIRE)) {
+        rcgc_safepoint();
+        sched_yield();
+    }
+    __atomic_fetch_sub(&parked, 1, __ATOMIC_ACQ_REL);
+}
+
+static void park_all(bool on)
+{
+    bool offline;
+
+    if (!RCGC_ASAN)
+        return;
+    __atomic_store_n(&park_req, on, __ATOMIC_RELEASE);
+    offline = rcgc__tls_thread != NULL && !rcgc__tls_thread->in_blocking;
+    if (offline)
+        rcgc_blocking_begin();
+    while (on && __atomic_load_n(&parked, __ATOMIC_ACQUIRE) < __atomic_load_n(&parkers,
+                                                                              __ATOMIC_ACQUIRE))
+        sched_yield();
+    if (offline)
+        rcgc_blocking_end();
+}
+
 /* Forks; the child runs fn (which reports) and _exits; the parent turns
    the child's lines into test points, expecting `points` of them, and
    checks how the child ended. */
@@ -199,7 +240,9 @@ static void fork_and_check(const char *name, void (*fn)(void *), void *arg, int 
     }
     if (pipe(fds) != 0)
         bail_out("pipe: %s", strerror(errno));
+    park_all(true);
     pid = fork();
+    park_all(false);
     if (pid < 0)
         bail_out("fork: %s", strerror(errno));
     if (pid == 0) {
@@ -288,7 +331,11 @@ static void *w_main(void *arg)
     if (rcgc_thread_attach() != 0)
         bail_out("W cannot attach");
     while (!flag(&w_stop)) {
-        node *n = new_node(&node_type), *m = new_node(&node_type);
+        node *n, *m;
+
+        maybe_park();
+        n = new_node(&node_type);
+        m = new_node(&node_type);
 
         rcgc_ref_init(&n->a, m);
         rcgc_decref(m);
@@ -404,6 +451,7 @@ static void beside_busy_threads(void)
         bail_out("rcgc_init");
     live0 = live_now();
     leaf0 = count_of(&fin_leaf);
+    parkers = 1;                    /* W */
     if (pthread_create(&s, NULL, s_main, NULL) != 0 ||
         pthread_create(&w, NULL, w_main, NULL) != 0 ||
         pthread_create(&b, NULL, b_main, NULL) != 0)
@@ -432,6 +480,7 @@ static void beside_busy_threads(void)
     flag_set(&b_stop);
     pthread_join(w, NULL);
     pthread_join(b, NULL);
+    parkers = 0;
     rcgc_ref_store(&shared_slot, NULL);
     rcgc_collect();
     rcgc_reclaim_wait();
@@ -455,7 +504,10 @@ static void *churn_main(void *arg)
     if (rcgc_thread_attach() != 0)
         bail_out("churn cannot attach");
     while (!flag(&churn_stop)) {
-        node *n = new_node(&node_type), *m;
+        node *n, *m;
+
+        maybe_park();
+        n = new_node(&node_type);
 
         seed = seed * 1103515245u + 12345u;
         m = rcgc_ref_load(&churn_slots[(seed >> 16) % 8]);
@@ -525,6 +577,7 @@ static void under_churn(void)
     if (rcgc_init(NULL) != 0)
         bail_out("rcgc_init");
     live0 = live_now();
+    parkers = 2;
     for (int i = 0; i < 2; i++)
         if (pthread_create(&t[i], NULL, churn_main, (void *)(uintptr_t)(i + 1)) != 0)
             bail_out("pthread_create");
@@ -555,6 +608,7 @@ static void under_churn(void)
     flag_set(&churn_stop);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
+    parkers = 0;
     for (int i = 0; i < 8; i++)
         rcgc_ref_store(&churn_slots[i], NULL);
     rcgc_collect();
