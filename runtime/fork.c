@@ -40,8 +40,9 @@
  * What a gone thread held on its stack is a reference no one can drop, in
  * the child as after any thread that dies without detaching: those
  * objects stay alive (and are listed by RCGC_DEBUG_LEAK).  So is an object
- * whose teardown it had begun, and a candidate it was adding at the
- * instant of the fork (rcgc__roots_orphan).  Nothing makes the fork wait
+ * whose teardown it had begun (and the weak-reference callbacks that
+ * teardown had yet to run: their handles are never freed), and a
+ * candidate it was adding at the instant of the fork (rcgc__roots_orphan).  Nothing makes the fork wait
  * for the few instructions of a count's slow path: a thread stopped in
  * the middle of merging an object's counts leaves that object's count
  * wrong in the child (a debug build aborts at its last decrement), and a
