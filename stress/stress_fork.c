@@ -191,18 +191,18 @@ static void check_tree(gnode *n, unsigned depth)
 
 static void *child_thread(void *arg)
 {
-    uint64_t *made = arg;
+    uint64_t *group = arg;
 
     if (rcgc_thread_attach() != 0)
         return NULL;
+    *group = gc_group_new(32);
     for (int i = 0; i < 16; i++) {
-        gnode *a = gnode_new(0, 1, 0), *b = gnode_new(0, 1, 0);
+        gnode *a = gnode_new(*group, 1, 0), *b = gnode_new(*group, 1, 0);
 
         rcgc_ref_init(&a->slot[0], b);
         rcgc_ref_init(&b->slot[0], a);
         rcgc_decref(a);
         rcgc_decref(b);
-        *made += 2;
     }
     rcgc_collect();
     rcgc_thread_detach();
@@ -212,7 +212,8 @@ static void *child_thread(void *arg)
 static _Noreturn void child_main(void)
 {
     unsigned long long before = atomic_load(&torture_violations);
-    uint64_t fin0, made = 0;
+    uint64_t group = 0;
+    int fin;
     pthread_t t;
     size_t n = 1;
     unsigned round;
@@ -224,15 +225,14 @@ static _Noreturn void child_main(void)
         check_tree(r, 2);
         rcgc_decref(r);
     }
-    fin0 = atomic_load(&torture_finalized);
     rcgc_blocking_begin();
-    if (pthread_create(&t, NULL, child_thread, &made) == 0)
+    if (pthread_create(&t, NULL, child_thread, &group) == 0)
         pthread_join(t, NULL);
     rcgc_blocking_end();
-    if (made == 0 || atomic_load(&torture_finalized) - fin0 < made)
-        TORTURE_VIOLATION("child: a new thread's %" PRIu64 " cycle members were not all "
-                          "finalized by its rcgc_collect (%" PRIu64 ")", made,
-                          (uint64_t)(atomic_load(&torture_finalized) - fin0));
+    fin = group ? atomic_load(&gc_group_at(group)->finalized) : 0;
+    if (fin != 32)
+        TORTURE_VIOLATION("child: a new thread's 16 2-cycles: %d of 32 members finalized "
+                          "by its rcgc_collect", fin);
     for (unsigned i = 0; i < NROOT; i++)
         rcgc_ref_store(&roots[i], NULL);
     for (round = 0; round < DRAIN_ROUNDS && n != 0; round++)
