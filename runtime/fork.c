@@ -46,8 +46,9 @@
  * for the few instructions of a count's slow path: a thread stopped in
  * the middle of merging an object's counts leaves that object's count
  * wrong in the child (a debug build aborts at its last decrement), and a
- * load that meets an object whose finalizer a gone thread was running,
- * and which that finalizer had stored into the slot, waits for it forever.
+ * load or weak-reference upgrade that meets an object whose finalizer a
+ * gone thread was running (one the finalizer had stored into the slot, or
+ * made the weak reference to) waits for it forever.
  *
  * fork inside a finalizer or a weak reference's callback run by a
  * collection (the thread holds collect_mutex and is part-way through

@@ -17,7 +17,10 @@
  * between the Delta-test and the finalizers (and again after them).  So a
  * get that finds the referent still set, under the lock, reads memory that
  * is still the object's, and its validated try-increment refuses an object
- * that is dying (merged at zero, or DYING).  A try-increment that wins
+ * that is dying (merged at zero, or DYING); a refusal for DYING alone is
+ * not an answer yet (the collector may take a failed component back), so
+ * get waits until the handle is cleared or the object lives again.  A
+ * try-increment that wins
  * keeps the object alive: it changes the shared word, so the owner's merge
  * counts it, and a running collection's Delta-test fails.  The one death
  * that reads no word by read-modify-write, the owner's CAS-free path for an
@@ -33,6 +36,7 @@
  * leaves the memory to it.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -173,22 +177,50 @@ rcgc_weakref *rcgc_weakref_new(void *obj, rcgc_weak_callback cb, void *ctx)
 
 void *rcgc_weakref_get(rcgc_weakref *w)
 {
+    rcgc__thread *th = rcgc__tls_thread;
     struct stripe *st;
     void *obj;
+    intptr_t s;
 
     if (w == NULL || rcgc__ptr_load_relaxed(&w->referent) == NULL)
         return NULL;
     rcgc_assert(rcgc__tls_tid != RCGC__TID_DETACHED, "rcgc_weakref_get",
                 "thread not attached", NULL);
     st = &stripes[w->stripe];
-    pthread_mutex_lock(&st->lock);
-    obj = rcgc__ptr_load_relaxed(&w->referent);
-    /* Set under the lock: the object's memory is still its own (clearing
-       precedes every free).  The try-increment refuses a dying object. */
-    if (obj != NULL && !rcgc__try_incref(rcgc__hdr(obj)))
-        obj = NULL;
-    pthread_mutex_unlock(&st->lock);
-    return obj;
+    for (;;) {
+        pthread_mutex_lock(&st->lock);
+        obj = rcgc__ptr_load_relaxed(&w->referent);
+        /* Set under the lock: the object's memory is still its own
+           (clearing precedes every free). */
+        if (obj == NULL || rcgc__try_incref(rcgc__hdr(obj))) {
+            pthread_mutex_unlock(&st->lock);
+            return obj;
+        }
+        s = rcgc__sword_load_relaxed(&rcgc__hdr(obj)->ref_shared);
+        pthread_mutex_unlock(&st->lock);
+        /* Refused.  Merged at zero and not DYING: dead, and its release
+           clears this handle before any finalizer runs, so NULL now and
+           NULL for good.  DYING: the answer is not known yet.  A component
+           whose Delta-test passed is cleared by the collector under this
+           lock before its finalizers; one whose test failed, or that
+           SAVEALL keeps, loses DYING again; a finalizer in the release
+           loop (which holds a count) either resurrects or is followed by
+           a clearing.  Each comes soon and needs nothing of ours, so wait
+           for it: a NULL here would say "dead" of an object that lives on
+           (stress_weakref caught it).  But not on a thread that is itself
+           running finalizers or callbacks: the answer may be its own to
+           give, and it gets NULL, as rcgc_ref_load's "reads as empty".
+           Neither (DYING went since the refusal): try again. */
+        if (!(s & RCGC__SHARED_DYING)) {
+            if ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
+                s < RCGC__SHARED_ONE)
+                return NULL;
+            continue;
+        }
+        if (th == NULL || th->in_collection || th->releasing)
+            return NULL;
+        sched_yield();
+    }
 }
 
 /* Drops one hold on w (the lock is held); true if it was the last. */

@@ -16,6 +16,9 @@
  *               last decrement: the death is now, on this thread
  *   fresh cycle two nodes pointing at each other, a weak reference to
  *               each, dropped: garbage for the collector
+ *   haunt       the same, then 64 upgrades through the two weak references
+ *               while the collector examines the cycle (Delta-test
+ *               failures, and a member DYING for a moment)
  *   rewire      a new node (self-cycle, edge to another root's node) or
  *               NULL stored into a root
  *
@@ -58,7 +61,8 @@ typedef struct wrec {
 static _Atomic(wrec *) all_recs;
 
 static atomic_ullong total_ops, total_watch, total_get_live, total_get_null;
-static atomic_ullong total_fresh, total_cycles, total_callbacks, total_collect_calls;
+static atomic_ullong total_fresh, total_cycles, total_haunts, total_callbacks;
+static atomic_ullong total_collect_calls;
 
 typedef struct worker {
     pthread_t thread;
@@ -68,7 +72,7 @@ typedef struct worker {
 
 typedef struct wstate {
     torture_rng rng;
-    uint64_t    ops, watch, get_live, get_null, fresh, cycles, collect_calls;
+    uint64_t    ops, watch, get_live, get_null, fresh, cycles, haunts, collect_calls;
 } wstate;
 
 static bool over_cap(void)
@@ -207,6 +211,48 @@ static void fresh_cycle(worker *me, wstate *w)
     w->cycles++;
 }
 
+/* A 2-cycle dropped and then upgraded over and over through its weak
+   references while the collector examines it: each upgrade that lands
+   between the Delta-test's CAS on one member and on the other fails the
+   component's test, and an upgrade of the first member in that window
+   must wait (the cycle lives on), not say NULL. */
+static void haunt(worker *me, wstate *w)
+{
+    gnode *a = gnode_new(0, 2, me->index), *b = gnode_new(0, 2, me->index);
+    wrec *ra, *rb;
+
+    rcgc_ref_init(&a->slot[0], b);
+    rcgc_ref_init(&b->slot[0], a);
+    ra = watch(a);
+    rb = watch(b);
+    rcgc_decref(a);
+    rcgc_decref(b);
+    for (int k = 0; k < 64; k++) {
+        wrec *r = (k & 1) ? rb : ra;
+        gnode *n = rcgc_weakref_get(r->w);
+
+        if (n == NULL) {
+            r->saw_null = true;
+            w->get_null++;
+            continue;
+        }
+        w->get_live++;
+        hold(n, "haunt: rcgc_weakref_get");
+        if (n->t.id != r->id)
+            TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded to id %" PRIu64, r->id,
+                              n->t.id);
+        if (r->saw_null)
+            TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded after it gave NULL "
+                              "(haunted cycle)", r->id);
+        unhold(n);
+        if ((k & 7) == 7)
+            rcgc_safepoint();
+    }
+    keep(me, w, ra);
+    keep(me, w, rb);
+    w->haunts++;
+}
+
 static void rewire(worker *me, wstate *w)
 {
     unsigned i = torture_below(&w->rng, NROOT);
@@ -248,6 +294,8 @@ static void one_round(worker *me, wstate *w)
         fresh_death(w);
     } else if (r < 74) {
         fresh_cycle(me, w);
+    } else if (r < 76) {
+        haunt(me, w);
     } else {
         rewire(me, w);
     }
@@ -275,6 +323,7 @@ static void *worker_main(void *arg)
     atomic_fetch_add(&total_get_null, w.get_null);
     atomic_fetch_add(&total_fresh, w.fresh);
     atomic_fetch_add(&total_cycles, w.cycles);
+    atomic_fetch_add(&total_haunts, w.haunts);
     atomic_fetch_add(&total_collect_calls, w.collect_calls);
     rcgc_thread_detach();
     return NULL;
@@ -358,12 +407,13 @@ int main(int argc, char **argv)
 
     snprintf(more, sizeof more,
              "watch=%llu get_live=%llu get_null=%llu fresh_deaths=%llu fresh_cycles=%llu "
-             "callbacks=%llu kept=%" PRIu64 " collect_calls=%llu drained=%" PRIu64,
+             "haunts=%llu callbacks=%llu kept=%" PRIu64 " collect_calls=%llu drained=%" PRIu64,
              (unsigned long long)atomic_load(&total_watch),
              (unsigned long long)atomic_load(&total_get_live),
              (unsigned long long)atomic_load(&total_get_null),
              (unsigned long long)atomic_load(&total_fresh),
              (unsigned long long)atomic_load(&total_cycles),
+             (unsigned long long)atomic_load(&total_haunts),
              (unsigned long long)atomic_load(&total_callbacks), kept,
              (unsigned long long)atomic_load(&total_collect_calls), drained);
     gc_summary(extra, sizeof extra, more);

@@ -26,11 +26,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "rcgc.h"
+#include "internal.h"
 #include "tap.h"
 
 #define MAGIC 0x3eafu
@@ -484,6 +486,99 @@ static void case_race(void)
         rcgc_weakref_free(graveyard[--ngrave]);
 }
 
+/*
+ * NULL only for a dead referent.  With RCGC_DEBUG_SAVEALL a garbage ring
+ * passes its Delta-test (its members DYING from their CAS on) and is then
+ * kept, alive, in the garbage list (DYING cleared again), so the moment a
+ * member is DYING and not dead can be waited for: a watcher thread reads
+ * a member's shared word (its memory stays: SAVEALL frees nothing) until
+ * it sees DYING, then upgrades a weak reference to it.  The upgrade must
+ * give the member (it lives on in the garbage list), after waiting for
+ * the collector to decide; a NULL would call a live object dead.  The same
+ * moment comes, without SAVEALL, for a component whose Delta-test fails
+ * after some of its members' CAS (stress_weakref met that one).
+ */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define RING_N 20000
+#else
+#define RING_N 200000
+#endif
+
+static node *ring_watched;
+static rcgc_weakref *ring_weak;
+static int ring_stop;
+static int ring_saw_dying;
+static node *ring_got;
+
+static void *ring_watcher(void *arg)
+{
+    intptr_t shared = 0;
+
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    while (!__atomic_load_n(&ring_stop, __ATOMIC_ACQUIRE)) {
+        rcgc__test_raw(ring_watched, NULL, NULL, &shared);
+        if (shared & RCGC__SHARED_DYING) {
+            ring_saw_dying = 1;
+            ring_got = rcgc_weakref_get(ring_weak);
+            break;
+        }
+        rcgc_safepoint();           /* the collection's grace period */
+    }
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void case_dying_not_dead(void)
+{
+    unsigned debug = rcgc_get_debug();
+    node *first, *prev, *n;
+    pthread_t g;
+
+    /* Before the ring exists: a collection that began without SAVEALL
+       (each takes the flags when it begins) cannot reach it. */
+    rcgc_set_debug(debug | RCGC_DEBUG_SAVEALL);
+    first = prev = make(&node_type, 0);
+    for (int i = 1; i < RING_N; i++) {
+        n = make(&node_type, i);
+        rcgc_ref_init(&prev->peer, n);
+        if (i == 2)
+            ring_watched = prev;    /* an early member: DYING for most of step 6 */
+        if (prev != first)
+            rcgc_decref(prev);
+        prev = n;
+    }
+    rcgc_ref_init(&prev->peer, first);
+    ring_weak = rcgc_weakref_new(ring_watched, NULL, NULL);
+    rcgc_decref(prev);
+    rcgc_decref(first);
+    ring_stop = ring_saw_dying = 0;
+    ring_got = NULL;
+    if (pthread_create(&g, NULL, ring_watcher, NULL) != 0)
+        bail_out("%s: pthread_create", mode);
+    collect_all();
+    __atomic_store_n(&ring_stop, 1, __ATOMIC_RELEASE);
+    rcgc_blocking_begin();
+    pthread_join(g, NULL);
+    rcgc_blocking_end();
+    if (!ring_saw_dying)
+        skip("%s: pitfall 21: the watcher never saw the member DYING (the collector "
+             "was faster than it)", mode);
+    else
+        ok(ring_got == ring_watched,
+           "%s: pitfall 21: an upgrade of a DYING member that lives on (SAVEALL) waits and "
+           "gives the member, never NULL", mode);
+    if (ring_got != NULL)
+        rcgc_decref(ring_got);
+    rcgc_set_debug(debug);
+    rcgc_garbage_clear();
+    collect_all();
+    ok(rcgc_weakref_get(ring_weak) == NULL,
+       "%s: ... and NULL once the garbage list lets the ring go", mode);
+    rcgc_weakref_free(ring_weak);
+}
+
 static void run_mode(int is_manual)
 {
     rcgc_options opts;
@@ -501,6 +596,7 @@ static void run_mode(int is_manual)
     case_weakref_in_finalizer();
     case_many();
     case_race();
+    case_dying_not_dead();
     collect_all();
     rcgc_shutdown();
 }
