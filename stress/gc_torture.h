@@ -191,6 +191,37 @@ static inline bool gnode_ok(const gnode *n, const char *where)
     return true;
 }
 
+/* The population is above `cap`: nodes made and not yet finalized. */
+static inline bool gc_over_cap(uint64_t cap)
+{
+    uint64_t c = atomic_load_explicit(&torture_created, memory_order_relaxed);
+    uint64_t f = atomic_load_explicit(&torture_finalized, memory_order_relaxed);
+
+    return c - f > cap;
+}
+
+/* A reference the caller just got (a load, an exchange, an upgrade):
+   checked and marked held. */
+static inline gnode *gc_hold(gnode *n, const char *where)
+{
+    if (n == NULL)
+        return NULL;
+    atomic_fetch_add_explicit(&n->held, 1, memory_order_relaxed);
+    gnode_ok(n, where);
+    return n;
+}
+
+/* Checked again, unmarked, dropped. */
+static inline void gc_unhold(gnode *n, const char *where)
+{
+    if (n == NULL)
+        return;
+    torture_maybe_delay(n->t.id ^ 0x77);
+    gnode_ok(n, where);
+    atomic_fetch_sub_explicit(&n->held, 1, memory_order_relaxed);
+    rcgc_decref(n);
+}
+
 /* A node whose finalizer may already have run in this collection: its
    memory must still be there (magic LIVE or DEAD, never rcgc's poison). */
 static inline void gnode_intact(const gnode *n, const gnode *by)

@@ -65,32 +65,6 @@ typedef struct wstate {
     uint64_t    ops;
 } wstate;
 
-static bool over_cap(void)
-{
-    uint64_t c = atomic_load_explicit(&torture_created, memory_order_relaxed);
-    uint64_t f = atomic_load_explicit(&torture_finalized, memory_order_relaxed);
-
-    return c - f > LIVE_CAP;
-}
-
-static gnode *hold(gnode *n, const char *where)
-{
-    if (n == NULL)
-        return NULL;
-    atomic_fetch_add_explicit(&n->held, 1, memory_order_relaxed);
-    gnode_ok(n, where);
-    return n;
-}
-
-static void unhold(gnode *n)
-{
-    if (n == NULL)
-        return;
-    gnode_ok(n, "before the decrement");
-    atomic_fetch_sub_explicit(&n->held, 1, memory_order_relaxed);
-    rcgc_decref(n);
-}
-
 static gnode *make_node(wstate *w)
 {
     gnode *n = gnode_new(0, GC_NSLOT, 0);
@@ -116,7 +90,7 @@ static void rewire(wstate *w)
                                                                               GC_NSLOT)];
     else
         slot = &roots[torture_below(&w->rng, NROOT)];
-    if (!over_cap() && torture_chance(&w->rng, 2))
+    if (!gc_over_cap(LIVE_CAP) && torture_chance(&w->rng, 2))
         v = make_node(w);
     else if (w->depth > 0 && torture_chance(&w->rng, 2))
         v = rcgc_incref(w->path[torture_below(&w->rng, w->depth)]);
@@ -125,13 +99,14 @@ static void rewire(wstate *w)
         rcgc_decref(v);
     } else {
         old = rcgc_ref_exchange(slot, v);           /* steals v */
-        unhold(hold(old, "rcgc_ref_exchange: the old value"));
+        gc_unhold(gc_hold(old, "rcgc_ref_exchange: the old value"),
+                  "the old value, before the drop");
     }
 }
 
 static void one_round(worker *me, wstate *w)
 {
-    gnode *n = hold(rcgc_ref_load(&roots[torture_below(&w->rng, NROOT)]), "load root");
+    gnode *n = gc_hold(rcgc_ref_load(&roots[torture_below(&w->rng, NROOT)]), "load root");
     unsigned len = 1 + torture_below(&w->rng, MAX_PATH);
 
     w->depth = 0;
@@ -139,14 +114,14 @@ static void one_round(worker *me, wstate *w)
         w->path[w->depth++] = n;
         if (w->depth == len)
             break;
-        n = hold(rcgc_ref_load(&n->slot[torture_below(&w->rng, GC_NSLOT)]), "load slot");
+        n = gc_hold(rcgc_ref_load(&n->slot[torture_below(&w->rng, GC_NSLOT)]), "load slot");
     }
     for (unsigned k = 1 + torture_below(&w->rng, 2); k > 0; k--)
         rewire(w);
     if (me->index == 0 && torture_chance(&w->rng, 256))
         rcgc_collect();
     while (w->depth > 0)
-        unhold(w->path[--w->depth]);
+        gc_unhold(w->path[--w->depth], "a path node, before the drop");
     w->ops++;
 }
 

@@ -64,35 +64,6 @@ typedef struct wstate {
     uint64_t    collect_calls, collect_reclaimed;
 } wstate;
 
-static bool over_cap(void)
-{
-    uint64_t c = atomic_load_explicit(&torture_created, memory_order_relaxed);
-    uint64_t f = atomic_load_explicit(&torture_finalized, memory_order_relaxed);
-
-    return c - f > LIVE_CAP;
-}
-
-/* A reference the caller just got (a load, an exchange): checked and marked. */
-static gnode *hold(gnode *n, const char *where)
-{
-    if (n == NULL)
-        return NULL;
-    atomic_fetch_add_explicit(&n->held, 1, memory_order_relaxed);
-    gnode_ok(n, where);
-    return n;
-}
-
-/* Checked again, unmarked, dropped. */
-static void unhold(gnode *n, const char *where)
-{
-    if (n == NULL)
-        return;
-    torture_maybe_delay(n->t.id ^ 0x77);
-    gnode_ok(n, where);
-    atomic_fetch_sub_explicit(&n->held, 1, memory_order_relaxed);
-    rcgc_decref(n);
-}
-
 static gnode *path_pick(wstate *w)
 {
     return w->depth ? w->path[torture_below(&w->rng, w->depth)] : NULL;
@@ -150,11 +121,11 @@ static void write_slot(wstate *w, rcgc_ref *slot, bool cap)
         old = rcgc_ref_exchange(slot, v);           /* steals v */
         w->exchanges++;
         if (old != NULL) {
-            hold(old, "exchange: old value");
-            unhold(old, "exchange: old value, before drop");
+            gc_hold(old, "exchange: old value");
+            gc_unhold(old, "exchange: old value, before drop");
         }
     } else {                                        /* compare_exchange */
-        cur = hold(rcgc_ref_load(slot), "load for compare_exchange");
+        cur = gc_hold(rcgc_ref_load(slot), "load for compare_exchange");
         w->loads++;
         v = pick_value(w, cap);
         if (rcgc_ref_compare_exchange(slot, cur, v))
@@ -162,13 +133,13 @@ static void write_slot(wstate *w, rcgc_ref *slot, bool cap)
         else
             w->cas_fail++;
         rcgc_decref(v);
-        unhold(cur, "compare_exchange: expected, before drop");
+        gc_unhold(cur, "compare_exchange: expected, before drop");
     }
 }
 
 static void walk(wstate *w, unsigned r, unsigned len)
 {
-    gnode *n = hold(rcgc_ref_load(&roots[r]), "load root");
+    gnode *n = gc_hold(rcgc_ref_load(&roots[r]), "load root");
 
     w->ops++;
     w->loads++;
@@ -179,7 +150,7 @@ static void walk(wstate *w, unsigned r, unsigned len)
             break;
         if (n->nslots == 0 || n->nslots > GC_NSLOT)
             break;                                  /* reported by gnode_ok */
-        n = hold(rcgc_ref_load(&n->slot[torture_below(&w->rng, n->nslots)]),
+        n = gc_hold(rcgc_ref_load(&n->slot[torture_below(&w->rng, n->nslots)]),
                  "load slot");
         w->ops++;
         w->loads++;
@@ -189,13 +160,13 @@ static void walk(wstate *w, unsigned r, unsigned len)
 static void drop_path(wstate *w)
 {
     while (w->depth > 0)
-        unhold(w->path[--w->depth], "path node, before drop");
+        gc_unhold(w->path[--w->depth], "path node, before drop");
 }
 
 static void one_round(worker *me, wstate *w)
 {
     unsigned r = torture_below(&w->rng, NROOT);
-    bool cap = over_cap();
+    bool cap = gc_over_cap(LIVE_CAP);
     unsigned len = 1 + torture_below(&w->rng, MAX_PATH);
 
     walk(w, r, len);

@@ -75,14 +75,6 @@ typedef struct wstate {
     uint64_t    ops, watch, get_live, get_null, fresh, cycles, haunts, collect_calls;
 } wstate;
 
-static bool over_cap(void)
-{
-    uint64_t c = atomic_load_explicit(&torture_created, memory_order_relaxed);
-    uint64_t f = atomic_load_explicit(&torture_finalized, memory_order_relaxed);
-
-    return c - f > LIVE_CAP;
-}
-
 static void weak_cb(rcgc_weakref *w, void *ctx)
 {
     wrec *r = ctx;
@@ -136,24 +128,6 @@ static void keep(worker *me, wstate *w, wrec *r)
     me->handles[k] = r;
 }
 
-static gnode *hold(gnode *n, const char *where)
-{
-    if (n == NULL)
-        return NULL;
-    atomic_fetch_add_explicit(&n->held, 1, memory_order_relaxed);
-    gnode_ok(n, where);
-    return n;
-}
-
-static void unhold(gnode *n)
-{
-    if (n == NULL)
-        return;
-    gnode_ok(n, "before the decrement");
-    atomic_fetch_sub_explicit(&n->held, 1, memory_order_relaxed);
-    rcgc_decref(n);
-}
-
 static void upgrade(worker *me, wstate *w)
 {
     wrec *r = me->handles[torture_below(&w->rng, NHANDLE)];
@@ -169,13 +143,13 @@ static void upgrade(worker *me, wstate *w)
         return;
     }
     w->get_live++;
-    hold(n, "rcgc_weakref_get");
+    gc_hold(n, "rcgc_weakref_get");
     if (n->t.id != r->id)
         TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded to id %" PRIu64, r->id,
                           n->t.id);
     if (r->saw_null)
         TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded after it gave NULL", r->id);
-    unhold(n);
+    gc_unhold(n, "before the decrement");
 }
 
 static void fresh_death(wstate *w)
@@ -237,14 +211,14 @@ static void haunt(worker *me, wstate *w)
             continue;
         }
         w->get_live++;
-        hold(n, "haunt: rcgc_weakref_get");
+        gc_hold(n, "haunt: rcgc_weakref_get");
         if (n->t.id != r->id)
             TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded to id %" PRIu64, r->id,
                               n->t.id);
         if (r->saw_null)
             TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded after it gave NULL "
                               "(haunted cycle)", r->id);
-        unhold(n);
+        gc_unhold(n, "before the decrement");
         if ((k & 7) == 7)
             rcgc_safepoint();
     }
@@ -258,17 +232,17 @@ static void rewire(worker *me, wstate *w)
     unsigned i = torture_below(&w->rng, NROOT);
     gnode *n, *m;
 
-    if (over_cap() || torture_chance(&w->rng, 4)) {
+    if (gc_over_cap(LIVE_CAP) || torture_chance(&w->rng, 4)) {
         rcgc_ref_store(&roots[i], NULL);
         return;
     }
     n = gnode_new(0, 2, me->index);
     if (torture_chance(&w->rng, 2))
         rcgc_ref_init(&n->slot[0], n);
-    m = hold(rcgc_ref_load(&roots[torture_below(&w->rng, NROOT)]), "rcgc_ref_load");
+    m = gc_hold(rcgc_ref_load(&roots[torture_below(&w->rng, NROOT)]), "rcgc_ref_load");
     if (m != NULL && torture_chance(&w->rng, 2))
         rcgc_ref_init(&n->slot[1], m);
-    unhold(m);
+    gc_unhold(m, "before the decrement");
     rcgc_ref_store(&roots[i], n);
     rcgc_decref(n);
 }
@@ -280,11 +254,11 @@ static void one_round(worker *me, wstate *w)
 
     w->ops++;
     if (r < 30) {
-        n = hold(rcgc_ref_load(&roots[torture_below(&w->rng, NROOT)]), "rcgc_ref_load");
+        n = gc_hold(rcgc_ref_load(&roots[torture_below(&w->rng, NROOT)]), "rcgc_ref_load");
         if (n != NULL) {
             keep(me, w, watch(n));
             w->watch++;
-            unhold(n);
+            gc_unhold(n, "before the decrement");
             return;
         }
         rewire(me, w);
