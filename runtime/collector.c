@@ -2373,14 +2373,12 @@ void rcgc__collector_fork_outer(enum rcgc__fork_step step)
 
 void rcgc__collector_fork_inner(enum rcgc__fork_step step)
 {
-    if (step == RCGC__FORK_PREPARE) {
+    if (step == RCGC__FORK_PREPARE)
         pthread_mutex_lock(&gc.lock);
-        for (int i = 0; shards_ready && i < NSHARDS; i++)
-            pthread_mutex_lock(&shards[i].lock);
+    if (shards_ready)
+        rcgc__fork_lock_stripes(&shards[0].lock, NSHARDS, sizeof(shards[0]), step);
+    if (step == RCGC__FORK_PREPARE)
         return;
-    }
-    for (int i = NSHARDS - 1; shards_ready && i >= 0; i--)
-        pthread_mutex_unlock(&shards[i].lock);
     if (step == RCGC__FORK_CHILD) {
         uint64_t n = 0;
 

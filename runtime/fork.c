@@ -155,6 +155,20 @@ static void fork_child(void)
         rcgc_thread_detach();
 }
 
+void rcgc__fork_lock_stripes(pthread_mutex_t *first, size_t n, size_t stride,
+                             enum rcgc__fork_step step)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t k = step == RCGC__FORK_PREPARE ? i : n - 1 - i;
+        pthread_mutex_t *lock = (pthread_mutex_t *)((char *)first + k * stride);
+
+        if (step == RCGC__FORK_PREPARE)
+            pthread_mutex_lock(lock);
+        else
+            pthread_mutex_unlock(lock);
+    }
+}
+
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static void register_handlers(void)

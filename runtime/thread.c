@@ -106,6 +106,42 @@ int rcgc_thread_attach(void)
     return 0;
 }
 
+/* Takes th out of its bucket (whose lock is held), if it is there: a
+   fork's child finds a thread stopped inside attach or detach outside. */
+static void bucket_unlink(struct bucket *b, rcgc__thread *th)
+{
+    rcgc__thread **p = &b->head;
+
+    while (*p != NULL && *p != th)
+        p = &(*p)->bucket_next;
+    if (*p != NULL)
+        *p = th->bucket_next;
+}
+
+/* Takes th out of the runtime's thread list (rcgc__rt.lock is held) and
+   keeps its counters for the statistics. */
+static void unlist_locked(rcgc__thread *th)
+{
+    if (th->all_prev)
+        th->all_prev->all_next = th->all_next;
+    else
+        rcgc__rt.threads = th->all_next;
+    if (th->all_next)
+        th->all_next->all_prev = th->all_prev;
+    rcgc__rt.nthreads--;
+    rcgc__rt.retired_allocated += rcgc__u64_load_relaxed(&th->allocated);
+    rcgc__rt.retired_freed += rcgc__u64_load_relaxed(&th->freed);
+}
+
+/* What a leaving thread hands back besides its candidates: its dead
+   objects to the reclaimer, its cache to malloc, its spare root chunks. */
+static void give_back(rcgc__thread *th)
+{
+    rcgc__reclaim_flush(th);
+    rcgc__cache_flush(th);
+    rcgc__roots_spares_free(th);
+}
+
 /* Merges the entries of a merge queue taken off a thread. */
 static void merge_list(rcgc__header *list)
 {
@@ -131,10 +167,7 @@ static void drain_then(rcgc__thread *th, bool leave)
         list = th->merge_queue;
         if (list == NULL) {
             if (leave) {
-                rcgc__thread **p = &b->head;
-                while (*p != th)
-                    p = &(*p)->bucket_next;
-                *p = th->bucket_next;
+                bucket_unlink(b, th);
             } else {
                 th->blocked = true;
             }
@@ -164,23 +197,13 @@ void rcgc_thread_detach(void)
        its objects are merged by whoever next finds the owner gone. */
     rcgc__tls_tid = RCGC__TID_DETACHED;
     rcgc__roots_flush(th);
-    rcgc__reclaim_flush(th);
-    rcgc__cache_flush(th);
-    rcgc__roots_spares_free(th);
+    give_back(th);
     /* Out of liburcu before out of the thread list: a fork's child takes
        the threads of that list out of liburcu's registry. */
     rcgc__epoch_unregister();
 
     pthread_mutex_lock(&rcgc__rt.lock);
-    if (th->all_prev)
-        th->all_prev->all_next = th->all_next;
-    else
-        rcgc__rt.threads = th->all_next;
-    if (th->all_next)
-        th->all_next->all_prev = th->all_prev;
-    rcgc__rt.nthreads--;
-    rcgc__rt.retired_allocated += rcgc__u64_load_relaxed(&th->allocated);
-    rcgc__rt.retired_freed += rcgc__u64_load_relaxed(&th->freed);
+    unlist_locked(th);
     pthread_mutex_unlock(&rcgc__rt.lock);
 
     rcgc__tls_thread = NULL;
@@ -382,14 +405,7 @@ uintptr_t rcgc__test_tid(void)
 
 void rcgc__threads_fork(enum rcgc__fork_step step)
 {
-    for (int i = 0; i < NBUCKETS; i++) {
-        int k = step == RCGC__FORK_PREPARE ? i : NBUCKETS - 1 - i;
-
-        if (step == RCGC__FORK_PREPARE)
-            pthread_mutex_lock(&buckets[k].lock);
-        else
-            pthread_mutex_unlock(&buckets[k].lock);
-    }
+    rcgc__fork_lock_stripes(&buckets[0].lock, NBUCKETS, sizeof(buckets[0]), step);
 }
 
 /*
@@ -413,15 +429,7 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
         next = th->all_next;
         if (th == self)
             continue;
-        if (th->all_prev)
-            th->all_prev->all_next = th->all_next;
-        else
-            rcgc__rt.threads = th->all_next;
-        if (th->all_next)
-            th->all_next->all_prev = th->all_prev;
-        rcgc__rt.nthreads--;
-        rcgc__rt.retired_allocated += rcgc__u64_load_relaxed(&th->allocated);
-        rcgc__rt.retired_freed += rcgc__u64_load_relaxed(&th->freed);
+        unlist_locked(th);
         th->all_next = gone;
         gone = th;
     }
@@ -429,15 +437,10 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
 
     for (th = gone; th != NULL; th = next) {
         struct bucket *b = bucket_of(th->tid);
-        rcgc__thread **p;
 
         next = th->all_next;
-        /* Not there if it stopped inside rcgc_thread_attach or _detach. */
         pthread_mutex_lock(&b->lock);
-        for (p = &b->head; *p != NULL && *p != th; p = &(*p)->bucket_next)
-            ;
-        if (*p != NULL)
-            *p = th->bucket_next;
+        bucket_unlink(b, th);
         pthread_mutex_unlock(&b->lock);
         while (th->merge_queue != NULL) {
             rcgc__header *h = th->merge_queue;
@@ -452,9 +455,7 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
             *releases = h;
         }
         rcgc__roots_orphan(th);
-        rcgc__reclaim_flush(th);
-        rcgc__cache_flush(th);
-        rcgc__roots_spares_free(th);
+        give_back(th);
         rcgc__epoch_forget(th->urcu_reader);
         free(th);
     }

@@ -298,12 +298,5 @@ void rcgc__weakrefs_run(rcgc_weakref *pending)
 void rcgc__weakrefs_fork(enum rcgc__fork_step step)
 {
     pthread_once(&stripes_once, stripes_init);
-    for (int i = 0; i < NSTRIPES; i++) {
-        int k = step == RCGC__FORK_PREPARE ? i : NSTRIPES - 1 - i;
-
-        if (step == RCGC__FORK_PREPARE)
-            pthread_mutex_lock(&stripes[k].lock);
-        else
-            pthread_mutex_unlock(&stripes[k].lock);
-    }
+    rcgc__fork_lock_stripes(&stripes[0].lock, NSTRIPES, sizeof(stripes[0]), step);
 }
