@@ -2365,10 +2365,7 @@ size_t rcgc__test_collect_background(bool *truncated)
    pins would stay on objects that no thread would clear. */
 void rcgc__collector_fork_outer(enum rcgc__fork_step step)
 {
-    if (step == RCGC__FORK_PREPARE)
-        pthread_mutex_lock(&collect_mutex);
-    else
-        pthread_mutex_unlock(&collect_mutex);
+    rcgc__fork_lock_stripes(&collect_mutex, 1, 0, step);
 }
 
 void rcgc__collector_fork_inner(enum rcgc__fork_step step)

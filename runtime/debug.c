@@ -152,8 +152,5 @@ void rcgc__quarantine_flush(void)
 
 void rcgc__quarantine_fork(enum rcgc__fork_step step)
 {
-    if (step == RCGC__FORK_PREPARE)
-        pthread_mutex_lock(&quarantine.lock);
-    else
-        pthread_mutex_unlock(&quarantine.lock);
+    rcgc__fork_lock_stripes(&quarantine.lock, 1, 0, step);
 }

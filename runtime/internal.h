@@ -285,8 +285,8 @@ uint64_t rcgc__epoch_gp_completed(void);
  */
 enum rcgc__fork_step { RCGC__FORK_PREPARE, RCGC__FORK_PARENT, RCGC__FORK_CHILD };
 void rcgc__fork_setup(void);                        /* once, at the first rcgc_init */
-/* A striped table's n locks, `stride` bytes apart from `first`: taken in
-   order (PREPARE), let go in reverse (the others). */
+/* n locks, `stride` bytes apart from `first` (a striped table's, or one
+   lock): taken in order (PREPARE), let go in reverse (the others). */
 void rcgc__fork_lock_stripes(pthread_mutex_t *first, size_t n, size_t stride,
                              enum rcgc__fork_step step);
 void rcgc__collector_fork_outer(enum rcgc__fork_step step);  /* collect_mutex */

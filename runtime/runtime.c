@@ -225,10 +225,7 @@ static void pool_flush(void)
 
 void rcgc__mem_fork(enum rcgc__fork_step step)
 {
-    if (step == RCGC__FORK_PREPARE)
-        pthread_mutex_lock(&pool.lock);
-    else
-        pthread_mutex_unlock(&pool.lock);
+    rcgc__fork_lock_stripes(&pool.lock, 1, 0, step);
 }
 
 int rcgc_init(const rcgc_options *opts)
