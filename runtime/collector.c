@@ -858,10 +858,13 @@ typedef struct collection {
     rcgc__roots *fill;             /* where rebuffer looks for room first */
     size_t candidates, delta_failures, sigma_failures;
     size_t collected, uncollectable;
+    size_t taken;                  /* members taken from the round's chunks */
+    size_t examined;               /* members, all rounds */
     uint32_t external;             /* edge_visit's count for the member at hand */
     size_t budget;                 /* members marking may reach (PITFALLS 25) */
     unsigned debug;
-    bool oom, truncated;           /* truncated: marking stopped at the budget */
+    bool oom, truncated;           /* truncated: marking stopped at the budget
+                                      (background: one round) */
     uint64_t phase_at;             /* when the phase at hand began */
     uint64_t phase_ns[NPHASES];    /* time spent in each step (RCGC_DEBUG_STATS) */
 } collection;
@@ -1042,7 +1045,16 @@ static bool take_candidate(collection *c, rcgc__header *h)
 
     if (!member_room(c))
         return false;
-    enter = !(bits & RCGC__GC_FROZEN) && index_of(h) == 0;
+    if (index_of(h) != 0) {
+        /* Marked already (a round that took the rest, see "Rounds"): our
+           pin holds it, and its count is left alone.  A root, so that an
+           unwinding collection buffers it again. */
+        member_at(c, index_of(h) - 1)->flags |= M_ROOT;
+        rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
+        rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
+        return true;
+    }
+    enter = !(bits & RCGC__GC_FROZEN);
     /* UNBUFFERED before BUFFERED goes: an owner decrement between the two
        buffers nothing, but this collection examines the object after it
        anyway (its counts are read after the grace period, or its word
@@ -1597,6 +1609,86 @@ static void unflag_all(collection *c)
     }
 }
 
+/*
+ * Rounds.  A full collection (rcgc_collect) takes its candidates ROUND_MIN
+ * at a time, in whole chunks, and runs steps 1-8 on each round before the
+ * next: each round is a collection of its own, sound by the argument
+ * above, over the subgraph its roots reach (a member of an earlier round
+ * that a later one meets again is simply examined again; one freed by an
+ * earlier round is a zombie whose entry the later round frees).  A
+ * round's member table and headers stay in cache from pass to pass, where
+ * a million members in one table would go to memory at every pass.  Two
+ * guards keep rounds from costing more than one big collection.  A round
+ * whose marking reaches more than ROUND_REACH members per root (a big
+ * subgraph, live or garbage, that later rounds could reach again) takes
+ * every candidate left at once, in chunk order, and goes on marking as
+ * one collection would have.  A round whose grace period took half its
+ * time doubles the next round's size.
+ * A background collection stays one round: its marking budget (above)
+ * is for the whole collection, and a root in a later round would count
+ * as outside to an earlier one.
+ */
+#define ROUND_MIN   4096
+#define ROUND_REACH 4
+
+/* Takes from *chunks whole chunks holding at least want entries. */
+static rcgc__roots *split_chunks(rcgc__roots **chunks, size_t want)
+{
+    rcgc__roots *head = *chunks, *k = head;
+    size_t n;
+
+    if (head == NULL)
+        return NULL;
+    for (n = k->n; k->next != NULL && n < want; k = k->next)
+        n += k->next->n;
+    *chunks = k->next;
+    k->next = NULL;
+    return head;
+}
+
+/* Steps 1-8 over the candidates in whole chunks taken from *chunks, at
+   least want of them, marking at most spend members beyond those it
+   takes. */
+static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size_t spend)
+{
+    c->members.n = c->edges.n = c->stack.n = c->extra.n = 0;
+    c->chunks = c->fill = NULL;
+    c->budget = SIZE_MAX;
+    c->phase_at = clock_ns(CLOCK_MONOTONIC);
+    take_candidates(c, split_chunks(chunks, want));      /* 1. roots */
+    c->taken = c->members.n;
+    c->budget = spend < SIZE_MAX - c->taken ? c->taken + spend : SIZE_MAX;
+    chunk_pool_tend();
+    phase_next(c, P_MARK);
+    for (size_t step = 0; c->stack.n > 0 && !c->oom && !c->truncated; step++) {  /* 2. mark */
+        member *m = member_at(c, VEC_AT(&c->stack, uint32_t, --c->stack.n));
+
+        chunk_pool_tend_at(step);
+        if (c->stack.n > PREFETCH_AHEAD)
+            prefetch_object(member_at(c, VEC_AT(&c->stack, uint32_t,
+                                                c->stack.n - PREFETCH_AHEAD))->h);
+        m->h->type->traverse(rcgc__body(m->h), mark_visit, c);
+        if (*chunks != NULL && c->members.n / ROUND_REACH > c->taken) {
+            size_t before = c->members.n;
+
+            take_candidates(c, *chunks);                 /* the rest */
+            *chunks = NULL;
+            c->taken += c->members.n - before;
+        }
+    }
+    if (c->members.n > 0 && !c->oom) {
+        chunk_pool_tend();
+        phase_next(c, P_GRACE);
+        rcgc__epoch_synchronize();                       /* 3. grace */
+        phase_next(c, P_COUNT);
+        examine(c);                                      /* 4-7 */
+    }
+    phase_next(c, P_UNFLAG);
+    unflag_all(c);                                       /* 8 */
+    keep_chunks(c);
+    phase_next(c, NPHASES);
+}
+
 /* One collection; the caller holds collect_mutex and is attached. */
 static size_t collect_once(bool full)
 {
@@ -1605,7 +1697,7 @@ static size_t collect_once(bool full)
     rcgc_collect_info info = { 0, 0 };
     uint64_t t0 = clock_ns(CLOCK_MONOTONIC), dt;
     size_t fresh = 0;              /* candidates handed over since the last */
-    size_t earned, spend = 0, taken_n;
+    size_t earned, spend = 0, used = 0, want;
     bool trying = false;
     rcgc__thread *t;
 
@@ -1661,49 +1753,43 @@ static size_t collect_once(bool full)
     chunk_pool_tend();
 
     retried = 0;
-    c.budget = SIZE_MAX;
-    c.phase_at = clock_ns(CLOCK_MONOTONIC);
-    take_candidates(&c, chunks);                         /* 1. roots */
-    taken_n = c.members.n;
     if (!full) {
         earned = fresh < SIZE_MAX / 4 / MARK_CREDIT ? fresh * MARK_CREDIT : SIZE_MAX / 4;
         mark_balance = mark_balance < SIZE_MAX / 4 - earned ? mark_balance + earned
                                                             : SIZE_MAX / 4;
         trying = mark_balance >= mark_next_try;
         spend = trying ? mark_balance : earned / 2 < mark_balance ? earned / 2 : mark_balance;
-        c.budget = taken_n + spend;
     }
-    chunk_pool_tend();
-    phase_next(&c, P_MARK);
-    for (size_t step = 0; c.stack.n > 0 && !c.oom && !c.truncated; step++) {  /* 2. mark */
-        member *m = member_at(&c, VEC_AT(&c.stack, uint32_t, --c.stack.n));
+    /* A full collection goes in rounds (see "Rounds"); a background one,
+       whose marking is bounded, takes every candidate in one. */
+    want = full ? ROUND_MIN : SIZE_MAX;
+    do {
+        uint64_t began = clock_ns(CLOCK_MONOTONIC), grace_before = c.phase_ns[P_GRACE];
 
-        chunk_pool_tend_at(step);
-        if (c.stack.n > PREFETCH_AHEAD)
-            prefetch_object(member_at(&c, VEC_AT(&c.stack, uint32_t,
-                                                 c.stack.n - PREFETCH_AHEAD))->h);
-        m->h->type->traverse(rcgc__body(m->h), mark_visit, &c);
+        collect_round(&c, &chunks, want, full ? SIZE_MAX : spend - used);
+        used += c.members.n - c.taken;
+        c.examined += c.members.n;
+        if ((c.phase_ns[P_GRACE] - grace_before) * 2 > clock_ns(CLOCK_MONOTONIC) - began &&
+            want < SIZE_MAX / 2)
+            want *= 2;             /* grace periods are slow: fewer of them */
+    } while (chunks != NULL && !c.oom);
+    if (chunks != NULL) {
+        /* Out of memory: the rounds not begun keep their entries, BUFFERED,
+           for the next collection. */
+        for (tail = chunks; tail->next != NULL; tail = tail->next)
+            retried += tail->n;
+        retried += tail->n;
+        tail->next = retry;
+        retry = chunks;
     }
-    if (c.members.n > 0 && !c.oom) {
-        chunk_pool_tend();
-        phase_next(&c, P_GRACE);
-        rcgc__epoch_synchronize();                       /* 3. grace */
-        phase_next(&c, P_COUNT);
-        examine(&c);                                     /* 4-7 */
-    }
-    phase_next(&c, P_UNFLAG);
-    unflag_all(&c);                                      /* 8 */
-    phase_next(&c, NPHASES);
-    keep_chunks(&c);
     if (!full) {
-        size_t used = c.members.n - taken_n;
         mark_balance -= used < mark_balance ? used : mark_balance;
         if (!c.truncated)
             mark_next_try = 0;
         else if (trying)
             mark_next_try = spend < SIZE_MAX / 8 ? 2 * spend : SIZE_MAX / 4;
     }
-    last_examined = c.members.n;
+    last_examined = c.examined;
     last_truncated = c.truncated;
     rcgc__reclaim_flush(c.th);
 
@@ -1719,10 +1805,10 @@ static size_t collect_once(bool full)
     /* Adapt: a run that frees little waits for more candidates next time,
        one that frees much comes sooner (PHP, Nim); amortized work per
        candidate stays bounded (PITFALLS 23). */
-    if (c.members.n > 0 && c.collected * 4 < c.members.n) {
+    if (c.examined > 0 && c.collected * 4 < c.examined) {
         if (gc.threshold_eff < gc.threshold * 64)
             gc.threshold_eff *= 2;
-    } else if (c.collected * 2 > c.members.n && gc.threshold_eff > gc.threshold) {
+    } else if (c.collected * 2 > c.examined && gc.threshold_eff > gc.threshold) {
         gc.threshold_eff /= 2;
     }
     update_wake_locked();
@@ -1736,7 +1822,7 @@ static size_t collect_once(bool full)
         fprintf(stderr, "rcgc: collection: candidates=%zu examined=%zu collected=%zu "
                         "uncollectable=%zu delta_failures=%zu sigma_failures=%zu%s%s "
                         "duration=%.3fms steps_ms=%s\n",
-                c.candidates, c.members.n, c.collected, c.uncollectable,
+                c.candidates, c.examined, c.collected, c.uncollectable,
                 c.delta_failures, c.sigma_failures, c.oom ? " out_of_memory" : "",
                 c.truncated ? " truncated" : "", (double)dt / 1e6, steps);
     }
