@@ -156,7 +156,8 @@ size_t rcgc_collect(void);     /* gc.collect(): a full collection that reclaims 
                                   cycle that was garbage before the call, whichever
                                   thread buffered it; waits for it; returns the number
                                   of objects reclaimed as cycle garbage.  Called from a
-                                  finalizer during a collection, returns 0 at once. */
+                                  finalizer or a callback during a collection, returns
+                                  0 at once. */
 void   rcgc_enable(void);       /* gc.enable() */
 void   rcgc_disable(void);      /* gc.disable(): no automatic collections */
 int    rcgc_isenabled(void);    /* gc.isenabled() */

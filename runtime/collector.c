@@ -128,8 +128,10 @@
  * is one pass over a table of 32-byte member records, prefetching the
  * headers it visits.
  *
- * Finalizers and callbacks run on the collecting thread outside every lock;
- * they may call any rcgc function; rcgc_collect from inside returns 0.
+ * Finalizers and callbacks run on the collecting thread outside every lock
+ * but the collection's own (collect_mutex, which nothing they may call
+ * waits for); they may call any rcgc function; rcgc_collect from inside
+ * returns 0 (in_collection, set for the whole collection).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -860,6 +862,7 @@ typedef struct collection {
     size_t collected, uncollectable;
     size_t taken;                  /* members taken from the round's chunks */
     size_t examined;               /* members, all rounds */
+    size_t rounds;
     uint32_t external;             /* edge_visit's count for the member at hand */
     size_t budget;                 /* members marking may reach (PITFALLS 25) */
     unsigned debug;
@@ -899,6 +902,7 @@ static void phase_next(collection *c, int p)
 static size_t mark_balance;        /* protected by collect_mutex */
 static size_t mark_next_try;
 static size_t last_examined;       /* ... and these: the last collection's */
+static size_t last_rounds;
 static bool   last_truncated;
 
 /* Most passes visit members in table order and miss the cache on each
@@ -1628,7 +1632,7 @@ static void unflag_all(collection *c)
  * is for the whole collection, and a root in a later round would count
  * as outside to an earlier one.
  */
-#define ROUND_MIN   4096
+#define ROUND_MIN   (RCGC_TEST_HARD ? 2 : 4096)
 #define ROUND_REACH 4
 
 /* Takes from *chunks whole chunks holding at least want entries. */
@@ -1653,6 +1657,7 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
 {
     c->members.n = c->edges.n = c->stack.n = c->extra.n = 0;
     c->chunks = c->fill = NULL;
+    c->rounds++;
     c->budget = SIZE_MAX;
     c->phase_at = clock_ns(CLOCK_MONOTONIC);
     take_candidates(c, split_chunks(chunks, want));      /* 1. roots */
@@ -1706,6 +1711,17 @@ static size_t collect_once(bool full)
     c.stack = (vec)VEC(uint32_t);
     c.extra = (vec)VEC(rcgc__header *);
 
+    /* From here to the end, callbacks and finalizers included, this thread
+       collects: rcgc_collect returns 0 at once, and nothing waits for a
+       collection (the one that would end the wait is ours). */
+    c.th->in_collection = true;
+    /* What our own decrements queued to us, typically the last
+       collection's freeing, which counts on the shared word of the members
+       it has yet to unflag: merged now, as a safepoint would, before the
+       candidates are gathered (a thread calling rcgc_collect in manual
+       mode may reach no other safepoint). */
+    rcgc__merge_queue_drain(c.th);
+
     chunks = NULL;
     if (full) {
         /* rcgc_collect reclaims what any thread buffered: take their
@@ -1749,7 +1765,6 @@ static size_t collect_once(bool full)
     find_missed(&chunks);
 
     run_callbacks(RCGC_PHASE_START, &info);
-    c.th->in_collection = true;
     chunk_pool_tend();
 
     retried = 0;
@@ -1790,10 +1805,9 @@ static size_t collect_once(bool full)
             mark_next_try = spend < SIZE_MAX / 8 ? 2 * spend : SIZE_MAX / 4;
     }
     last_examined = c.examined;
+    last_rounds = c.rounds;
     last_truncated = c.truncated;
     rcgc__reclaim_flush(c.th);
-
-    c.th->in_collection = false;
     dt = clock_ns(CLOCK_MONOTONIC) - t0;
 
     pthread_mutex_lock(&gc.lock);
@@ -1819,16 +1833,17 @@ static size_t collect_once(bool full)
         for (int p = 0; p < NPHASES; p++)
             at += snprintf(at, sizeof(steps) - (size_t)(at - steps), "%s%s:%.3f",
                            p ? "," : "", phase_names[p], (double)c.phase_ns[p] / 1e6);
-        fprintf(stderr, "rcgc: collection: candidates=%zu examined=%zu collected=%zu "
-                        "uncollectable=%zu delta_failures=%zu sigma_failures=%zu%s%s "
-                        "duration=%.3fms steps_ms=%s\n",
-                c.candidates, c.examined, c.collected, c.uncollectable,
+        fprintf(stderr, "rcgc: collection: candidates=%zu examined=%zu rounds=%zu "
+                        "collected=%zu uncollectable=%zu delta_failures=%zu "
+                        "sigma_failures=%zu%s%s duration=%.3fms steps_ms=%s\n",
+                c.candidates, c.examined, c.rounds, c.collected, c.uncollectable,
                 c.delta_failures, c.sigma_failures, c.oom ? " out_of_memory" : "",
                 c.truncated ? " truncated" : "", (double)dt / 1e6, steps);
     }
     info.collected = c.collected;
     info.uncollectable = c.uncollectable;
     run_callbacks(RCGC_PHASE_STOP, &info);
+    c.th->in_collection = false;
     vec_free(&c.members);
     vec_free(&c.edges);
     vec_free(&c.stack);
@@ -2432,6 +2447,18 @@ void rcgc_garbage_clear(void)
 
 /* One background collection on the calling thread (manual-mode tests):
    the members it examined, and whether marking stopped at its budget. */
+size_t rcgc__test_last_collection(size_t *examined)
+{
+    size_t rounds;
+
+    lock_collect();
+    rounds = last_rounds;
+    if (examined != NULL)
+        *examined = last_examined;
+    pthread_mutex_unlock(&collect_mutex);
+    return rounds;
+}
+
 size_t rcgc__test_collect_background(bool *truncated)
 {
     size_t n;

@@ -474,6 +474,51 @@ static void sec_callbacks(void)
     ok(rec_b.n == 0, "no callback left: none called");
 }
 
+/* A callback is user code on the collecting thread, as a finalizer is: it
+   may call any rcgc function, rcgc_collect included, which returns 0 at
+   once (the collection is this thread's own; waiting for another would
+   wait for itself).  It makes one garbage 2-cycle, once. */
+static struct {
+    unsigned calls, made;          /* atomic */
+    size_t   inner;                /* atomic: what inner rcgc_collects returned */
+} reenter;
+
+static void cb_reenter(rcgc_phase phase, const rcgc_collect_info *info, void *ctx)
+{
+    (void)info;
+    (void)ctx;
+    __atomic_fetch_add(&reenter.calls, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&reenter.inner, rcgc_collect(), __ATOMIC_RELAXED);
+    if (phase == RCGC_PHASE_STOP && __atomic_exchange_n(&reenter.made, 1, __ATOMIC_RELAXED) == 0)
+        rcgc_decref(ring_new(2, NULL));
+}
+
+/* Background mode (mode names it): the callbacks run on the collector
+   thread. */
+static void sec_callback_reentry(const char *mode)
+{
+    rcgc_stats s0, s1;
+    size_t r1, r2;
+
+    rcgc_collect();
+    rcgc_get_stats(&s0);
+    memset(&reenter, 0, sizeof reenter);
+    TAP_REQUIRE(rcgc_callback_add(cb_reenter, NULL) == 0, "rcgc_callback_add (%s)", mode);
+    rcgc_decref(ring_new(3, NULL));
+    r1 = rcgc_collect();
+    r2 = rcgc_collect();
+    rcgc_get_stats(&s1);
+    rcgc_callback_remove(cb_reenter, NULL);
+    ok(__atomic_load_n(&reenter.calls, __ATOMIC_RELAXED) >= 4 &&
+           __atomic_load_n(&reenter.inner, __ATOMIC_RELAXED) == 0,
+       "%s: a callback's rcgc_collect returns 0 at once, at START and STOP (%u calls)", mode,
+       __atomic_load_n(&reenter.calls, __ATOMIC_RELAXED));
+    /* In background mode a collection of the threshold's may come first. */
+    ok(s1.live == s0.live && (strcmp(mode, "manual") != 0 || (r1 == 3 && r2 == 2)),
+       "%s: the collections go on; the 2-cycle a callback made and dropped is collected by "
+       "the next (%zu, %zu; live %+lld)", mode, r1, r2, (long long)(s1.live - s0.live));
+}
+
 /* ---- freeze -------------------------------------------------------------- */
 
 static int count_visit(void *obj, void *ctx)
@@ -728,6 +773,7 @@ int main(void)
     sec_collect_and_stats();
     sec_introspection();
     sec_callbacks();
+    sec_callback_reentry("manual");
     sec_freeze();
     sec_saveall();
     rcgc_shutdown();
@@ -736,6 +782,7 @@ int main(void)
     opts.threshold = 8;
     TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init (background collector, threshold 8)");
     sec_enable_disable();
+    sec_callback_reentry("background");
     sec_concurrent_introspection();
     rcgc_collect();
     rcgc_shutdown();

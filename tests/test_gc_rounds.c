@@ -1,0 +1,196 @@
+/*
+ * test_gc_rounds.c: a full collection in rounds (runtime/collector.c,
+ * "Rounds").  rcgc_collect takes its candidates a few thousand at a time
+ * and runs every step on each round, so that a round's members stay in
+ * cache; these cases check that rounds lose nothing and cost nothing
+ * extra, from the outside.  rcgc__test_last_collection gives the last
+ * collection's rounds and members examined.  Manual mode.
+ *
+ *   split    2-cycles whose two members are candidates in different
+ *            rounds: every first member is dropped before any second one.
+ *            Required: one rcgc_collect frees all of them, in more than one
+ *            round, and examines each object exactly once (a round meets
+ *            the later round's member by marking; that round then finds it
+ *            a zombie, not a member to examine again).
+ *   hub      garbage 2-cycles, every one pointing into a live ring of HUB
+ *            nodes that is far bigger than a round.  Required: all the
+ *            garbage freed, the ring intact, and the ring examined once,
+ *            not once per round: the first round's marking reaches far
+ *            beyond its roots and takes every candidate left.
+ *   kept     2-cycles held by the test, one per round, among garbage:
+ *            kept, intact; freed once dropped.
+ *
+ * In the RCGC_TEST_HARD build a round is two candidates; the counts below
+ * hold for any round size.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "rcgc.h"
+#include "internal.h"
+#include "tap.h"
+
+#define PAIRS 12000              /* 24000 candidates: several rounds */
+#define HUB   100000
+#define HUB_PAIRS 8000
+#define MAGIC 0x520a0dU
+
+typedef struct node {
+    rcgc_ref a, b;
+    unsigned magic;
+} node;
+
+static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    node *n = obj;
+
+    visit(&n->a, ctx);
+    visit(&n->b, ctx);
+}
+
+static const rcgc_type node_type = { "rounds_node", sizeof(node), node_traverse, NULL, 0 };
+
+static uint64_t live_now(void)
+{
+    rcgc_stats st;
+
+    rcgc_get_stats(&st);
+    return st.live;
+}
+
+static node *node_new(void)
+{
+    node *n = rcgc_new(&node_type);
+
+    if (n == NULL)
+        bail_out("out of memory");
+    n->magic = MAGIC;
+    return n;
+}
+
+static node *firsts[PAIRS], *seconds[PAIRS];
+
+/* PAIRS 2-cycles; all first members are dropped before any second one, so
+   their candidates are PAIRS entries apart. */
+static void test_split(void)
+{
+    uint64_t start = live_now();
+    size_t got, rounds, examined;
+
+    for (size_t i = 0; i < PAIRS; i++) {
+        firsts[i] = node_new();
+        seconds[i] = node_new();
+        rcgc_ref_init(&firsts[i]->a, seconds[i]);
+        rcgc_ref_init(&seconds[i]->a, firsts[i]);
+    }
+    for (size_t i = 0; i < PAIRS; i++)
+        rcgc_decref(firsts[i]);
+    for (size_t i = 0; i < PAIRS; i++)
+        rcgc_decref(seconds[i]);
+    is_uint(rcgc_get_count(), 2 * PAIRS, "split: %d candidates", 2 * PAIRS);
+
+    got = rcgc_collect();
+    rounds = rcgc__test_last_collection(&examined);
+    is_uint(got, 2 * PAIRS, "split: one rcgc_collect frees every 2-cycle");
+    is_uint(live_now(), start, "split: nothing left");
+    ok(rounds > 1, "split: in more than one round (%zu)", rounds);
+    is_uint(examined, 2 * PAIRS, "split: each object examined exactly once");
+}
+
+/* A live ring of HUB nodes held by the test through ring[0]; HUB_PAIRS
+   garbage 2-cycles, each pointing at a ring node. */
+static void test_hub(void)
+{
+    node **ring = calloc(HUB, sizeof(*ring));
+    uint64_t start = live_now();
+    size_t got, rounds, examined, bad = 0;
+
+    if (ring == NULL)
+        bail_out("out of memory");
+    for (size_t i = 0; i < HUB; i++)
+        ring[i] = node_new();
+    for (size_t i = 0; i < HUB; i++)
+        rcgc_ref_init(&ring[i]->a, ring[(i + 1) % HUB]);
+    for (size_t i = 1; i < HUB; i++)
+        rcgc_decref(ring[i]);          /* held by the ring alone */
+    rcgc_collect();                    /* their candidates: all live */
+    is_uint(rcgc_get_count(), 0, "hub: a live ring of %d, no candidate", HUB);
+
+    for (size_t i = 0; i < HUB_PAIRS; i++) {
+        node *a = node_new(), *b = node_new();
+
+        rcgc_ref_init(&a->a, b);
+        rcgc_ref_init(&b->a, a);
+        rcgc_ref_init(&a->b, ring[(i * 7919) % HUB]);
+        rcgc_decref(a);
+        rcgc_decref(b);
+    }
+    got = rcgc_collect();
+    rounds = rcgc__test_last_collection(&examined);
+    is_uint(got, 2 * HUB_PAIRS, "hub: every 2-cycle pointing into the live ring is freed");
+    is_uint(live_now(), start + HUB, "hub: the ring is alive");
+    for (size_t i = 0; i < HUB; i++)
+        bad += ring[i]->magic != MAGIC || rcgc_refcount(ring[i]) != 1 + (i == 0) ||
+               rcgc_is_finalized(ring[i]);
+    is_uint(bad, 0, "hub: every ring node intact, its count as before");
+    ok(examined <= 2 * HUB_PAIRS + HUB,
+       "hub: the ring examined once, not once per round (%zu members in %zu rounds, at most "
+       "%d)", examined, rounds, 2 * HUB_PAIRS + HUB);
+
+    rcgc_decref(ring[0]);
+    got = rcgc_collect();
+    is_uint(got, HUB, "hub: the ring goes once dropped");
+    is_uint(live_now(), start, "hub: nothing left");
+    free(ring);
+}
+
+/* A 2-cycle held by the test in every round's stretch of candidates. */
+static void test_kept(void)
+{
+    enum { STRETCH = 5000, HELD = 6 };
+    node *held[HELD][2];
+    uint64_t start = live_now();
+    size_t got, bad = 0;
+
+    for (int k = 0; k < HELD; k++) {
+        for (int i = 0; i < STRETCH; i++) {
+            node *a = node_new(), *b = node_new();
+
+            rcgc_ref_init(&a->a, b);
+            rcgc_ref_init(&b->a, a);
+            rcgc_decref(a);
+            rcgc_decref(b);
+        }
+        held[k][0] = node_new();
+        held[k][1] = node_new();
+        rcgc_ref_init(&held[k][0]->a, held[k][1]);
+        rcgc_ref_init(&held[k][1]->a, held[k][0]);
+        rcgc_decref(held[k][1]);       /* a candidate, held through [0] */
+    }
+    got = rcgc_collect();
+    is_uint(got, (size_t)HELD * STRETCH * 2, "kept: every dropped 2-cycle freed");
+    is_uint(live_now(), start + 2 * HELD, "kept: the held 2-cycles alive");
+    for (int k = 0; k < HELD; k++)
+        for (int j = 0; j < 2; j++)
+            bad += held[k][j]->magic != MAGIC || rcgc_refcount(held[k][j]) != 1 + (j == 0) ||
+                   rcgc_is_finalized(held[k][j]);
+    is_uint(bad, 0, "kept: intact, counts as before");
+    for (int k = 0; k < HELD; k++)
+        rcgc_decref(held[k][0]);
+    is_uint(rcgc_collect(), 2 * HELD, "kept: freed once dropped");
+    is_uint(live_now(), start, "kept: nothing left");
+}
+
+int main(void)
+{
+    rcgc_options opts = { .manual = 1 };
+
+    if (rcgc_init(&opts) != 0)
+        bail_out("rcgc_init failed");
+    test_split();
+    test_hub();
+    test_kept();
+    rcgc_shutdown();
+    return done_testing();
+}
