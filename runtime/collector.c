@@ -1632,7 +1632,9 @@ static void unflag_all(collection *c)
  * is for the whole collection, and a root in a later round would count
  * as outside to an earlier one.
  */
-#define ROUND_MIN   (RCGC_TEST_HARD ? 2 : 4096)
+/* Sanitizer builds, whose speed does not matter, take rounds of 64 so that
+   their stress runs collect in many rounds beside the mutators. */
+#define ROUND_MIN   (RCGC_TEST_HARD ? 2 : RCGC_TSAN || RCGC_ASAN ? 64 : 4096)
 #define ROUND_REACH 4
 
 /* Takes from *chunks whole chunks holding at least want entries. */
