@@ -511,12 +511,13 @@ static void sec_callback_reentry(const char *mode)
     rcgc_callback_remove(cb_reenter, NULL);
     ok(__atomic_load_n(&reenter.calls, __ATOMIC_RELAXED) >= 4 &&
            __atomic_load_n(&reenter.inner, __ATOMIC_RELAXED) == 0,
-       "%s: a callback's rcgc_collect returns 0 at once, at START and STOP (%u calls)", mode,
+       "%s: pitfall 19: a callback's rcgc_collect returns 0 at once, at START and STOP "
+       "(%u calls)", mode,
        __atomic_load_n(&reenter.calls, __ATOMIC_RELAXED));
     /* In background mode a collection of the threshold's may come first. */
     ok(s1.live == s0.live && (strcmp(mode, "manual") != 0 || (r1 == 3 && r2 == 2)),
-       "%s: the collections go on; the 2-cycle a callback made and dropped is collected by "
-       "the next (%zu, %zu; live %+lld)", mode, r1, r2, (long long)(s1.live - s0.live));
+       "%s: pitfall 19: the collections go on; the 2-cycle a callback made and dropped is "
+       "collected by the next (%zu, %zu; live %+lld)", mode, r1, r2, (long long)(s1.live - s0.live));
 }
 
 /* ---- freeze -------------------------------------------------------------- */
