@@ -34,7 +34,9 @@
  * whoever holds its lock (see "the registry"), so no mutator ever waits
  * for the collector.
  *
- * One collection (collect_once), never stopping a mutator:
+ * One collection (collect_once), never stopping a mutator (rcgc_collect
+ * runs steps 1-8 in rounds of candidates, each a collection of its own:
+ * see "Rounds"):
  *  1. roots    each candidate is pinned and flagged (rcgc__pin_flag: the
  *              validated try-increment of rcgc_ref_load, whose CAS also
  *              sets SCAN and clears DIRTY in the shared word; then
@@ -2447,8 +2449,7 @@ void rcgc_garbage_clear(void)
     free(list);
 }
 
-/* One background collection on the calling thread (manual-mode tests):
-   the members it examined, and whether marking stopped at its budget. */
+/* The last collection's rounds, and the members it examined. */
 size_t rcgc__test_last_collection(size_t *examined)
 {
     size_t rounds;
@@ -2461,6 +2462,8 @@ size_t rcgc__test_last_collection(size_t *examined)
     return rounds;
 }
 
+/* One background collection on the calling thread (manual-mode tests):
+   the members it examined, and whether marking stopped at its budget. */
 size_t rcgc__test_collect_background(bool *truncated)
 {
     size_t n;
