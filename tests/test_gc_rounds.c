@@ -9,14 +9,18 @@
  *   split    2-cycles whose two members are candidates in different
  *            rounds: every first member is dropped before any second one.
  *            Required: one rcgc_collect frees all of them, in more than one
- *            round, and examines each object exactly once (a round meets
+ *            round, in one pass, and examines each object exactly once (a round meets
  *            the later round's member by marking; that round then finds it
  *            a zombie, not a member to examine again).
  *   hub      garbage 2-cycles, every one pointing into a live ring of HUB
- *            nodes that is far bigger than a round.  Required: all the
- *            garbage freed, the ring intact, and the ring examined once,
- *            not once per round: the first round's marking reaches far
- *            beyond its roots and takes every candidate left.
+ *            nodes that is far bigger than a round, dropped as in split.  Required: all the
+ *            garbage freed in one pass, the ring intact, and the ring
+ *            examined once, not once per round: the first round's marking
+ *            reaches far beyond its roots and takes every candidate left
+ *            (those it met already are taken without touching their
+ *            counts, which would fail their Delta-tests).  Then the ring,
+ *            dropped, goes at the next rcgc_collect, though the frees of
+ *            the collection before queued its members to this thread.
  *   kept     2-cycles held by the test, one per round, among garbage:
  *            kept, intact; freed once dropped.
  *
@@ -59,6 +63,14 @@ static uint64_t live_now(void)
     return st.live;
 }
 
+static uint64_t collections_now(void)
+{
+    rcgc_stats st;
+
+    rcgc_get_stats(&st);
+    return st.collections;
+}
+
 static node *node_new(void)
 {
     node *n = rcgc_new(&node_type);
@@ -77,6 +89,7 @@ static void test_split(void)
 {
     uint64_t start = live_now();
     size_t got, rounds, examined;
+    uint64_t passes;
 
     for (size_t i = 0; i < PAIRS; i++) {
         firsts[i] = node_new();
@@ -90,12 +103,15 @@ static void test_split(void)
         rcgc_decref(seconds[i]);
     is_uint(rcgc_get_count(), 2 * PAIRS, "split: %d candidates", 2 * PAIRS);
 
+    passes = collections_now();
     got = rcgc_collect();
+    passes = collections_now() - passes;
     rounds = rcgc__test_last_collection(&examined);
     is_uint(got, 2 * PAIRS, "split: one rcgc_collect frees every 2-cycle");
     is_uint(live_now(), start, "split: nothing left");
     ok(rounds > 1, "split: in more than one round (%zu)", rounds);
     is_uint(examined, 2 * PAIRS, "split: each object examined exactly once");
+    is_uint(passes, 1, "split: in one pass (nothing put back for another)");
 }
 
 /* A live ring of HUB nodes held by the test through ring[0]; HUB_PAIRS
@@ -105,6 +121,7 @@ static void test_hub(void)
     node **ring = calloc(HUB, sizeof(*ring));
     uint64_t start = live_now();
     size_t got, rounds, examined, bad = 0;
+    uint64_t passes;
 
     if (ring == NULL)
         bail_out("out of memory");
@@ -117,18 +134,26 @@ static void test_hub(void)
     rcgc_collect();                    /* their candidates: all live */
     is_uint(rcgc_get_count(), 0, "hub: a live ring of %d, no candidate", HUB);
 
+    /* First members dropped first: the round that takes the rest finds
+       second members it has marked already. */
     for (size_t i = 0; i < HUB_PAIRS; i++) {
-        node *a = node_new(), *b = node_new();
-
-        rcgc_ref_init(&a->a, b);
-        rcgc_ref_init(&b->a, a);
-        rcgc_ref_init(&a->b, ring[(i * 7919) % HUB]);
-        rcgc_decref(a);
-        rcgc_decref(b);
+        firsts[i] = node_new();
+        seconds[i] = node_new();
+        rcgc_ref_init(&firsts[i]->a, seconds[i]);
+        rcgc_ref_init(&seconds[i]->a, firsts[i]);
+        rcgc_ref_init(&firsts[i]->b, ring[(i * 7919) % HUB]);
     }
+    for (size_t i = 0; i < HUB_PAIRS; i++)
+        rcgc_decref(firsts[i]);
+    for (size_t i = 0; i < HUB_PAIRS; i++)
+        rcgc_decref(seconds[i]);
+    passes = collections_now();
     got = rcgc_collect();
+    passes = collections_now() - passes;
     rounds = rcgc__test_last_collection(&examined);
     is_uint(got, 2 * HUB_PAIRS, "hub: every 2-cycle pointing into the live ring is freed");
+    is_uint(passes, 1, "hub: in one pass: a candidate that marking met first is taken "
+            "without touching its count (nothing put back for another pass)");
     is_uint(live_now(), start + HUB, "hub: the ring is alive");
     for (size_t i = 0; i < HUB; i++)
         bad += ring[i]->magic != MAGIC || rcgc_refcount(ring[i]) != 1 + (i == 0) ||
