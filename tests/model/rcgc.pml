@@ -17,6 +17,8 @@
  * of the kinds in the OPS mask (default 15: all):
  *     1 rcgc_decref(held), 2 rcgc_ref_load(held.s), 4 rcgc_ref_store(held.s,
  *     held|NULL), 8 rcgc_ref_exchange(held.s, held|NULL),
+ *     16 rcgc_weakref_get(w), w the one weak reference, made before any
+ *     thread runs, to object WEAK - 1 (-DWEAK=1: o0, 3: o2; 0: none),
  * and may take a safepoint (rcgc_safepoint) between any two operations.
  * Then it drops every reference it holds and detaches (rcgc_thread_detach).
  * The collector runs NCOLL (default 1) collections concurrently with the
@@ -36,6 +38,11 @@
  *                  states, 0 errors)
  *   real_exchange  K1 = 2, K2 = 1, exchanges only: ~87 M states (0 errors;
  *                  exhaustively 86,973,232 states, 0 errors)
+ *   weak           K1 = 2, K2 = 1, decrements and weak upgrades (OPS 17), a
+ *                  weak reference to o0: ~12 M states (0 errors; to o2,
+ *                  -DWEAK=3: ~13 M; K1 = 1, K2 = 2: ~6 M)
+ *   weak_all       K1 = K2 = 1, every kind (OPS 31), a weak reference to
+ *                  o0: ~56 M states (0 errors)
  * Every seeded bug below is run at the configuration named with it.
  *
  * Encoding (follows include/rcgc/biased.h):
@@ -90,6 +97,15 @@
  *   ref_exchange       slot.c rcgc_ref_exchange: barrier(new); load old;
  *                      loop { barrier(old); CAS slot }.  barrier = load shared,
  *                      fetch_or DIRTY if SCAN.  Moves references, no count.
+ *   weak_get           weakref.c rcgc_weakref_get: under the stripe lock
+ *                      (wlk), read the referent (wref); NULL if cleared,
+ *                      else try_incref; a refusal reads the word and lets the
+ *                      lock go: MERGED 0 without DYING -> NULL, else try
+ *                      again (DYING: the C code yields first).
+ *   WEAK_CLEAR         weakref.c rcgc__weakrefs_clear: under the stripe lock,
+ *                      the handle naming o cleared; in release_all before the
+ *                      slots (object.c), and in the collector for every freed
+ *                      member after the Delta-test, before release_visit.
  *   release/release_all object.c rcgc__release (push on the thread's release
  *                      list; the outermost call drains it: release_slot =
  *                      exchange slot with NULL + rcgc_decref(child), then
@@ -150,6 +166,12 @@
  *      (deadlocks, a grace period that never ends) are errors too.
  *   A6 refcount.c's I2: any RMW that reads MERGED finds the owner word
  *      (flags aside) and the local count already 0 (gh-121794).
+ *   A7 a weak upgrade never gives the object after some upgrade gave NULL
+ *      (NULL means dead, for good: ghost wnull).
+ *   A8 a weak upgrade never touches a disposed object (mem[o] == LIVE, not
+ *      merely not RECLAIMED): the C code returns a garbage member's memory
+ *      at once unless it was ever overwritten out of a slot, so only the
+ *      clearing before the dispose keeps an upgrade off it.
  *
  * Abstractions (what is not modelled)
  * ===================================
@@ -159,7 +181,9 @@
  *     memory is replaced by picking the candidate while the collector is
  *     online.  The final collection takes every object (as collect_full
  *     would with every decrement buffering its object).
- *   - Finalizers, resurrection, weak references (not landed), IMMORTAL and
+ *   - Weak references beyond one handle made at the start: rcgc_weakref_new
+ *     and _free, the handle table, callbacks, the WEAKREFS bit.
+ *   - Finalizers, resurrection, IMMORTAL and
  *     saturation, the local-count spill, rcgc_ref_compare_exchange,
  *     rcgc_new after start, blocking regions (a blocked owner is merged for
  *     exactly as a gone one, which is modelled), FROZEN, SAVEALL, the
@@ -225,6 +249,30 @@
  *                      cleared, so no ABA).  DIRTY-first is defence in depth
  *                      here; run_model.sh no_dirty_merge expects 0 errors
  *                      and is not a ctest.
+ *   BUG_WEAK_PLAIN     (weak: K1 = 2, K2 = 1, OPS 17) rcgc_weakref_get takes a
+ *                      plain increment instead of the validated
+ *                      try-increment.  Trail: T1 and T2 drop o0 and o2; the
+ *                      collector frees the cycle and clears the weak
+ *                      reference; an upgrade that read it before the clearing
+ *                      increments the dead o0 and, dropping it once its memory
+ *                      is reclaimed, touches reclaimed memory (A3).
+ *   BUG_WEAK_LATE_CLEAR (weak) the collector clears the weak references to
+ *                      the garbage after disposing of it instead of before.
+ *                      Trail: T1 drops o0, T2 drops o2; the collector finds
+ *                      the cycle, passes the Delta-test and disposes of both;
+ *                      T1, holding o1, upgrades the weak reference, which
+ *                      still names o0: it touches a disposed object (A8).
+ *   BUG_WEAK_NULL_ON_DYING (weak) an upgrade refused for DYING alone says NULL
+ *                      (the fifth session's bug, caught by stress_weakref).
+ *                      NOT caught: with three objects no member of a
+ *                      component can be DYING and then live again (the
+ *                      only way into garbage is the weak reference itself,
+ *                      and an upgrade before a member's CAS fails that very
+ *                      member); SAVEALL and finalizers, the C code's other
+ *                      ways, are not modelled.  test_weakref's
+ *                      case_dying_not_dead catches it deterministically.
+ *                      run_model.sh weak_null_on_dying expects 0 errors and
+ *                      is not a ctest.
  *   Any bug's configuration can be changed with -D on the spin command line.
  */
 
@@ -242,6 +290,9 @@
 #endif
 #ifndef NCOLL
 #define NCOLL 1
+#endif
+#ifndef WEAK
+#define WEAK 0          /* the one weak reference's referent + 1; 0: none */
 #endif
 
 #define NO 3            /* objects */
@@ -295,6 +346,9 @@ byte gpw[NO];           /* threads that must pass a quiescent state before recla
 byte hold[4 * NO];      /* references held by thread t (collector: its pins) */
 bit  dead[NO];          /* release decided */
 bit  cdone;             /* the collector's concurrent collections are over */
+byte wref = WEAK;       /* the weak reference's referent + 1; 0 once cleared */
+byte wlk;               /* its stripe lock: the holder's tid, 0 free */
+bit  wnull;             /* ghost: an rcgc_weakref_get has returned NULL */
 
 #define TOUCH(o) assert(mem[o] != RECLAIMED)
 /* A6 (refcount.c I2, gh-121794): a word that reads MERGED implies the owner
@@ -307,7 +361,8 @@ bit  cdone;             /* the collector's concurrent collections are over */
     m_l = 0; m_ok = 0; m_s = 0; m_n = 0; m_c = 0; \
     i_w = 0; i_s = 0; t_ok = 0; t_done = 0; t_s = 0; \
     q_t = 0; q_list = 0; q_o = 0; r_o = 0; r_j = 0; r_c = 0; r_d = 0; \
-    l_p = 0; l_q = 0; l_x = 0; l_v = 0; l_d = 0; x_v = 0; x_old = 0; x_ok = 0; b_s = 0
+    l_p = 0; l_q = 0; l_x = 0; l_v = 0; l_d = 0; x_v = 0; x_old = 0; x_ok = 0; b_s = 0; \
+    w_o = 0; w_x = 0; w_v = 0; w_s = 0
 
 
 /* ---- epochs (epoch.c) ------------------------------------------------------ */
@@ -517,6 +572,10 @@ inline try_incref(o)
     fi
 }
 
+/* rcgc__weakrefs_clear(o): under the stripe lock, the handle naming o is
+   cleared (one step: the whole critical section). */
+#define WEAK_CLEAR(o) atomic { wlk == 0 -> if :: wref == (o) + 1 -> wref = 0 :: else fi }
+
 /* The outermost rcgc__release drains the release list: release_slot for each
    slot (exchange with NULL, rcgc_decref the child), then rcgc__dispose. */
 inline release_all()
@@ -531,6 +590,9 @@ inline release_all()
            rel = rel & ~BIT(r_o);
            r_j = 0
        }
+#if WEAK
+       WEAK_CLEAR(r_o);          /* rcgc__weakrefs_clear, before anything else */
+#endif
        do
        :: r_j < NS ->
           d_step {
@@ -627,6 +689,48 @@ inline ref_exchange(o, j, v)
     x_v = 0; x_old = 0; x_ok = 0
 }
 
+/* ---- weak references (weakref.c) ---------------------------------------------- */
+
+/* rcgc_weakref_get: under the stripe lock, the referent is read and, if it is
+   still named, try-incremented; the result (object + 1, 0: NULL) in w_v.  A
+   refusal reads the word and lets the lock go: merged at zero and not DYING
+   is dead (NULL); DYING alone is not an answer yet (the C code yields and
+   tries again, as here); neither, try again.  A7: once some upgrade said
+   NULL, none gives the object. */
+inline weak_get()
+{
+    do
+    :: atomic { wlk == 0 -> wlk = me; w_o = wref }
+       if
+       :: w_o == 0 -> wlk = 0; w_v = 0; break
+       :: else ->
+          w_x = w_o - 1;
+          assert(mem[w_x] == LIVE);                             /* A8 */
+#ifndef BUG_WEAK_PLAIN
+          try_incref(w_x);
+#else
+          rcgc_incref(w_x); t_ok = 1;          /* a plain increment: no refusal */
+#endif
+          if
+          :: t_ok -> wlk = 0; w_v = w_o; break
+          :: else ->
+             d_step { TOUCH(w_x); w_s = sh[w_x]; wlk = 0 }
+             if
+             :: !(w_s & DYING) && (w_s & MERGED) && CNT(w_s) <= 0 -> w_v = 0; break
+#ifdef BUG_WEAK_NULL_ON_DYING
+             :: (w_s & DYING) -> w_v = 0; break  /* the fifth session's bug */
+#endif
+             :: else -> skip
+             fi
+          fi
+       fi
+    od;
+    if
+    :: w_v == 0 -> wnull = 1
+    :: else -> assert(!wnull)                                   /* A7 */
+    fi
+}
+
 /* ---- threads (thread.c) ------------------------------------------------------ */
 
 /* Takes this thread's queue under its bucket lock into q_list; the entries'
@@ -694,7 +798,8 @@ inline detach()
     byte q_t, q_list, q_o; \
     byte rel, r_o, r_j, r_c; bit r_d; \
     byte l_p, l_q, l_x, l_v; int l_d; \
-    byte x_v, x_old; bit x_ok; int b_s
+    byte x_v, x_old; bit x_ok; int b_s; \
+    byte w_o, w_x, w_v; int w_s
 
 /* ---- a mutator ----------------------------------------------------------------- */
 
@@ -724,6 +829,7 @@ proctype mutator(byte me)
            :: (OPS & 2) -> op = 1; PICKJ
            :: (OPS & 4) -> op = 2; PICKJ; PICKV
            :: (OPS & 8) -> op = 3; PICKJ; PICKV
+           :: (OPS & 16) -> op = 4
            fi
        }
        if
@@ -731,6 +837,7 @@ proctype mutator(byte me)
        :: op == 1 -> ref_load(o, j); l_v = 0
        :: op == 2 -> ref_store(o, j, v)
        :: op == 3 -> ref_exchange(o, j, v)
+       :: op == 4 -> weak_get(); w_v = 0
        fi;
        release_all();
        atomic { ops++; o = 0; j = 0; v = 0; op = 0; RESET_TEMPS }
@@ -975,7 +1082,18 @@ inline collect()
        :: else -> break
        od;
        decide();
-       /* 7. free: release_visit on each slot, then dispose */
+#if WEAK && !defined(BUG_WEAK_LATE_CLEAR)
+       /* 7. free: the weak references to the garbage cleared first */
+       c_i = 0;
+       do
+       :: c_i < c_nm ->
+          c_m = c_ord[c_i];
+          if :: c_fate[c_m] == F_FREED -> WEAK_CLEAR(c_m) :: else fi;
+          c_i++
+       :: else -> break
+       od;
+#endif
+       /* release_visit on each slot, then dispose */
        c_i = 0;
        do
        :: c_i < c_nm ->
@@ -1011,6 +1129,17 @@ inline collect()
           c_i++
        :: else -> break
        od;
+#if WEAK && defined(BUG_WEAK_LATE_CLEAR)
+       /* the weak references cleared only after the memory went */
+       c_i = 0;
+       do
+       :: c_i < c_nm ->
+          c_m = c_ord[c_i];
+          if :: c_fate[c_m] == F_FREED -> WEAK_CLEAR(c_m) :: else fi;
+          c_i++
+       :: else -> break
+       od;
+#endif
        release_all()
     :: else
     fi;

@@ -3,10 +3,10 @@
 #
 #   tests/model/run_model.sh NAME [WORKDIR]
 #
-# NAME is a configuration of the real protocol (real, real_exchange), which
-# must verify with 0 errors, or a seeded bug (merged_first, no_grace,
-# plain_free, no_barrier, owner_store, no_pin), for which spin must report a
-# violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
+# NAME is a configuration of the real protocol (real, real_exchange, weak,
+# weak_all), which must verify with 0 errors, or a seeded bug (merged_first,
+# no_grace, plain_free, no_barrier, owner_store, no_pin, weak_plain,
+# weak_late_clear), for which spin must report a violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
 # tool error.  WORKDIR (default: a fresh temporary directory, removed at
 # the end unless RCGC_MODEL_KEEP=1) receives pan.c, pan, the output and any
 # trail; a violation's trail is replayed (spin -t) into trail.txt and its
@@ -21,6 +21,8 @@
 #   no_dirty_merge   (hole 5) is accepted too and expected to PASS: the
 #                    model finds no violation without DIRTY-first, see the
 #                    header of rcgc.pml.
+#   weak_null_on_dying  likewise: three objects cannot make the moment, see
+#                    the header of rcgc.pml.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,8 +39,13 @@ case $name in
     owner_store)    defs=(-DK=1 -DBUG_OWNER_STORE);                  expect=fail ;;
     no_pin)         defs=(-DK=1 -DBUG_NO_PIN);                       expect=fail ;;
     no_dirty_merge) defs=(-DK=1 -DBUG_NO_DIRTY_MERGE);               expect=pass ;;
+    weak)           defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1);          expect=pass ;;
+    weak_all)       defs=(-DK=1 -DOPS=31 -DWEAK=1);                  expect=pass ;;
+    weak_plain)     defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_PLAIN); expect=fail ;;
+    weak_late_clear) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_LATE_CLEAR); expect=fail ;;
+    weak_null_on_dying) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_NULL_ON_DYING); expect=pass ;;
     *)
-        echo "usage: $0 real|real_exchange|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|no_dirty_merge [WORKDIR]" >&2
+        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying [WORKDIR]" >&2
         exit 2 ;;
 esac
 
