@@ -1628,8 +1628,10 @@ static void unflag_all(collection *c)
  * whose marking reaches more than ROUND_REACH members per root (a big
  * subgraph, live or garbage, that later rounds could reach again) takes
  * every candidate left at once, in chunk order, and goes on marking as
- * one collection would have.  A round whose grace period took half its
- * time doubles the next round's size.
+ * one collection would have.  A round whose grace period took longer
+ * than its work (a thread far from its next safepoint) makes the next
+ * round that many times bigger again, so that grace periods stay about
+ * half of the call at most.
  * A background collection stays one round: its marking budget (above)
  * is for the whole collection, and a root in a later round would count
  * as outside to an earlier one.
@@ -1784,13 +1786,19 @@ static size_t collect_once(bool full)
     want = full ? ROUND_MIN : SIZE_MAX;
     do {
         uint64_t began = clock_ns(CLOCK_MONOTONIC), grace_before = c.phase_ns[P_GRACE];
+        uint64_t grace, work, grow;
 
         collect_round(&c, &chunks, want, full ? SIZE_MAX : spend - used);
         used += c.members.n - c.taken;
         c.examined += c.members.n;
-        if ((c.phase_ns[P_GRACE] - grace_before) * 2 > clock_ns(CLOCK_MONOTONIC) - began &&
-            want < SIZE_MAX / 2)
-            want *= 2;             /* grace periods are slow: fewer of them */
+        /* Grace periods are slow (a thread far from its next safepoint):
+           fewer of them, so that they take about half the time at most. */
+        grace = c.phase_ns[P_GRACE] - grace_before;
+        work = clock_ns(CLOCK_MONOTONIC) - began - grace + 1;
+        if (grace > work) {
+            grow = grace / work < 64 ? 2 * (grace / work) : 128;
+            want = want < SIZE_MAX / grow ? want * grow : SIZE_MAX;
+        }
     } while (chunks != NULL && !c.oom);
     if (chunks != NULL) {
         /* Out of memory: the rounds not begun keep their entries, BUFFERED,

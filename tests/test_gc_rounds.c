@@ -23,13 +23,24 @@
  *            the collection before queued its members to this thread.
  *   kept     2-cycles held by the test, one per round, among garbage:
  *            kept, intact; freed once dropped.
+ *   slow     a thread stays online 20 ms between safepoints, so each
+ *            round's grace period waits for it: rounds grow in proportion
+ *            (at most three rounds for SLOW_PAIRS 2-cycles, where rounds
+ *            of the first size would be twenty, and doubling five; in the
+ *            sanitizer and hard builds, whose work is slow and first
+ *            rounds small, a quarter of the fixed-size count), and all the
+ *            garbage is freed.
  *
  * In the RCGC_TEST_HARD build a round is two candidates; the counts below
  * hold for any round size.
  */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "rcgc.h"
 #include "internal.h"
@@ -38,6 +49,7 @@
 #define PAIRS 12000              /* 24000 candidates: several rounds */
 #define HUB   100000
 #define HUB_PAIRS 8000
+#define SLOW_PAIRS 40000
 #define MAGIC 0x520a0dU
 
 typedef struct node {
@@ -208,6 +220,69 @@ static void test_kept(void)
     is_uint(live_now(), start, "kept: nothing left");
 }
 
+static int busy_started, stop_busy;     /* atomic */
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Online, and 20 ms between safepoints. */
+static void *busy(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("rcgc_thread_attach");
+    __atomic_store_n(&busy_started, 1, __ATOMIC_RELAXED);
+    while (!__atomic_load_n(&stop_busy, __ATOMIC_RELAXED)) {
+        uint64_t until = now_ns() + 20000000u;
+
+        while (now_ns() < until)
+            ;
+        rcgc_safepoint();
+    }
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void test_slow(void)
+{
+    /* Rounds grow until grace periods take about half the time: in this
+       build's speed, two or three rounds; in the slow builds (whose first
+       rounds are 2 or 64 candidates), many more, but a quarter of what
+       rounds of the first size would be. */
+    size_t first = RCGC_TEST_HARD ? 2 : RCGC_TSAN || RCGC_ASAN ? 64 : 4096;
+    size_t bound = first < 4096 ? 2 * SLOW_PAIRS / first / 4 : 3;
+    uint64_t start = live_now();
+    size_t got, rounds;
+    pthread_t t;
+
+    for (size_t i = 0; i < SLOW_PAIRS; i++) {
+        node *a = node_new(), *b = node_new();
+
+        rcgc_ref_init(&a->a, b);
+        rcgc_ref_init(&b->a, a);
+        rcgc_decref(a);
+        rcgc_decref(b);
+    }
+    if (pthread_create(&t, NULL, busy, NULL) != 0)
+        bail_out("pthread_create");
+    while (!__atomic_load_n(&busy_started, __ATOMIC_RELAXED))
+        sched_yield();
+    got = rcgc_collect();
+    rounds = rcgc__test_last_collection(NULL);
+    __atomic_store_n(&stop_busy, 1, __ATOMIC_RELAXED);
+    pthread_join(t, NULL);
+    is_uint(got, 2 * SLOW_PAIRS, "slow: every 2-cycle freed beside a thread 20 ms between "
+            "safepoints");
+    is_uint(live_now(), start, "slow: nothing left");
+    ok(rounds <= bound, "slow: slow grace periods make rounds bigger: %zu rounds (at most "
+       "%zu)", rounds, bound);
+}
+
 int main(void)
 {
     rcgc_options opts = { .manual = 1 };
@@ -217,6 +292,7 @@ int main(void)
     test_split();
     test_hub();
     test_kept();
+    test_slow();
     rcgc_shutdown();
     return done_testing();
 }
