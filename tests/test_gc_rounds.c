@@ -8,19 +8,20 @@
  *
  *   split    2-cycles whose two members are candidates in different
  *            rounds: every first member is dropped before any second one.
- *            Required: one rcgc_collect frees all of them, in more than one
- *            round, in one pass, and examines each object exactly once (a round meets
- *            the later round's member by marking; that round then finds it
- *            a zombie, not a member to examine again).
+ *            Required: one rcgc_collect frees all of them, in more than
+ *            one round, in one pass, and examines each object exactly once
+ *            (a round meets the later round's member by marking; that
+ *            round then finds it a zombie, not a member to examine again).
  *   hub      garbage 2-cycles, every one pointing into a live ring of HUB
- *            nodes that is far bigger than a round, dropped as in split.  Required: all the
- *            garbage freed in one pass, the ring intact, and the ring
- *            examined once, not once per round: the first round's marking
- *            reaches far beyond its roots and takes every candidate left
- *            (those it met already are taken without touching their
- *            counts, which would fail their Delta-tests).  Then the ring,
- *            dropped, goes at the next rcgc_collect, though the frees of
- *            the collection before queued its members to this thread.
+ *            nodes that is far bigger than a round, dropped as in split.
+ *            Required: all the garbage freed in one pass, the ring intact,
+ *            and the ring examined once, not once per round: the first
+ *            round's marking reaches far beyond its roots and takes every
+ *            candidate left (those it met already are taken without
+ *            touching their counts, which would fail their Delta-tests).
+ *            Then the ring, dropped, goes at the next rcgc_collect, though
+ *            the frees of the collection before queued its members to
+ *            this thread.
  *   kept     2-cycles held by the test, one per round, among garbage:
  *            kept, intact; freed once dropped.
  *   slow     a thread stays online 20 ms between safepoints, so each
