@@ -251,11 +251,13 @@
  *                      and is not a ctest.
  *   BUG_WEAK_PLAIN     (weak: K1 = 2, K2 = 1, OPS 17) rcgc_weakref_get takes a
  *                      plain increment instead of the validated
- *                      try-increment.  Trail: T1 and T2 drop o0 and o2; the
- *                      collector frees the cycle and clears the weak
- *                      reference; an upgrade that read it before the clearing
- *                      increments the dead o0 and, dropping it once its memory
- *                      is reclaimed, touches reclaimed memory (A3).
+ *                      try-increment.  Trail: T1 drops o0, T2 drops o2; the
+ *                      collector's Delta-test makes the cycle DYING; T1
+ *                      upgrades, under the stripe lock, and increments o0
+ *                      anyway; the collector, after the lock, clears the
+ *                      reference and frees the cycle; T1, dropping o0 once
+ *                      its memory is reclaimed, touches reclaimed memory
+ *                      (A3).
  *   BUG_WEAK_LATE_CLEAR (weak) the collector clears the weak references to
  *                      the garbage after disposing of it instead of before.
  *                      Trail: T1 drops o0, T2 drops o2; the collector finds
