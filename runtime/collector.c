@@ -1047,30 +1047,28 @@ static void debug_line(const char *what, rcgc__header *h)
 static bool take_candidate(collection *c, rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
+    size_t marked = index_of(h);   /* marked already: a round that took the
+                                      rest (see "Rounds"); our pin holds it */
     bool enter;
 
     if (!member_room(c))
         return false;
-    if (index_of(h) != 0) {
-        /* Marked already (a round that took the rest, see "Rounds"): our
-           pin holds it, and its count is left alone.  A root, so that an
-           unwinding collection buffers it again. */
-        member_at(c, index_of(h) - 1)->flags |= M_ROOT;
-        rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
-        rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
-        return true;
-    }
-    enter = !(bits & RCGC__GC_FROZEN);
+    enter = marked == 0 && !(bits & RCGC__GC_FROZEN);
     /* UNBUFFERED before BUFFERED goes: an owner decrement between the two
        buffers nothing, but this collection examines the object after it
        anyway (its counts are read after the grace period, or its word
-       changed).  The pin keeps a zombie from forming meanwhile. */
-    if (enter ? rcgc__pin_flag(h, RCGC__OWNER_UNBUFFERED) : rcgc__try_incref(h)) {
+       changed).  The pin keeps a zombie from forming meanwhile.  A marked
+       object's count is left alone (a second pin would make it DIRTY). */
+    if (marked != 0 ||
+        (enter ? rcgc__pin_flag(h, RCGC__OWNER_UNBUFFERED) : rcgc__try_incref(h))) {
         if (!enter)
             rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
         rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
         if (enter)
             add_member(c, h, true);
+        else if (marked != 0)
+            member_at(c, marked - 1)->flags |= M_ROOT;  /* an unwinding
+                                                            collection buffers it again */
         else
             unpin(h);
         return true;

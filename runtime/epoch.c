@@ -295,9 +295,7 @@ void rcgc__epoch_fork_outer(enum rcgc__fork_step step)
     } else {
         /* Made new: an unlock would hand it to the readers that were
            waiting, threads that are gone. */
-        pthread_rwlock_t fresh = urcu_lock_init;
-
-        memcpy(&urcu_lock, &fresh, sizeof(fresh));
+        memcpy(&urcu_lock, &urcu_lock_init, sizeof(urcu_lock));
     }
 }
 

@@ -138,12 +138,7 @@ static void fork_child(void)
     blocking = th->in_blocking;
     if (blocking)
         rcgc_blocking_end();
-    while (merges != NULL) {
-        rcgc__header *h = merges;
-        merges = h->link;
-        h->link = NULL;
-        rcgc__merge_queued(h);
-    }
+    rcgc__merge_list(merges);
     while (releases != NULL) {
         rcgc__header *h = releases;
         releases = h->link;

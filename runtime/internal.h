@@ -229,6 +229,13 @@ void   rcgc__roots_spares_free(rcgc__thread *th);
 extern rcgc__u64 rcgc__freeze_count;
 
 /* ---- refcount.c -------------------------------------------------------- */
+/* Dead for good: merged at count zero (or below), and not immortal.  DYING
+   is the other refusal of a try-increment, and not always final. */
+static inline bool rcgc__shared_is_dead(intptr_t s)
+{
+    return (s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
+           (s >> RCGC__SHARED_SHIFT) <= 0;
+}
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
 void     rcgc__merge_queued(rcgc__header *h);
 bool     rcgc__try_incref(rcgc__header *h);
@@ -256,6 +263,7 @@ static inline bool rcgc__has_weakrefs(rcgc__header *h)
 /* ---- thread.c ---------------------------------------------------------- */
 void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid);
 void rcgc__merge_queue_drain(rcgc__thread *th);
+void rcgc__merge_list(rcgc__header *list);   /* entries taken off a merge queue, linked by link */
 void rcgc__reclaim_flush(rcgc__thread *th);    /* hand every batch to the reclaimer */
 void rcgc__reclaim_seal(rcgc__thread *th);     /* seal the open batch; free what is due */
 void rcgc__reclaim_poll(rcgc__thread *th);     /* free what is due */

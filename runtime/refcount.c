@@ -356,9 +356,7 @@ bool rcgc__try_incref(rcgc__header *h)
     }
     s = rcgc__sword_load_relaxed(&h->ref_shared);
     for (;;) {
-        if ((s & RCGC__SHARED_DYING) ||
-            ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
-             shared_count(s) <= 0))
+        if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
             return false;
         /* Acquire: pairs with the release decrements, so what we read of
            the object after this is not older than its holders' writes.
@@ -393,9 +391,7 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
             ;
     } else {
         for (;;) {
-            if ((s & RCGC__SHARED_DYING) ||
-                ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
-                 shared_count(s) <= 0))
+            if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
                 return false;
             /* acq_rel: acquire as in rcgc__try_incref; release orders the
                flag before the grace period that publishes it. */

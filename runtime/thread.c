@@ -143,7 +143,7 @@ static void give_back(rcgc__thread *th)
 }
 
 /* Merges the entries of a merge queue taken off a thread. */
-static void merge_list(rcgc__header *list)
+void rcgc__merge_list(rcgc__header *list)
 {
     while (list != NULL) {
         rcgc__header *h = list;
@@ -178,7 +178,7 @@ static void drain_then(rcgc__thread *th, bool leave)
         th->merge_queue_len = 0;
         rcgc__u32_store_relaxed(&th->merge_pending, 0);
         pthread_mutex_unlock(&b->lock);
-        merge_list(list);
+        rcgc__merge_list(list);
     }
 }
 
@@ -253,7 +253,7 @@ void rcgc__merge_queue_drain(rcgc__thread *th)
     th->merge_queue_len = 0;
     rcgc__u32_store_relaxed(&th->merge_pending, 0);
     pthread_mutex_unlock(&b->lock);
-    merge_list(list);
+    rcgc__merge_list(list);
 }
 
 /* Frees the sealed batches whose grace period is over, on this thread. */
@@ -420,6 +420,18 @@ void rcgc__threads_fork(enum rcgc__fork_step step)
  * What it held on its stack, and an object whose teardown it had begun,
  * are lost with it: a reference nobody can drop.
  */
+/* Moves every object of the list *from (linked by link) onto *to. */
+static void move_links(rcgc__header **from, rcgc__header **to)
+{
+    while (*from != NULL) {
+        rcgc__header *h = *from;
+
+        *from = h->link;
+        h->link = *to;
+        *to = h;
+    }
+}
+
 void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
 {
     rcgc__thread *self = rcgc__tls_thread, *gone = NULL, *th, *next;
@@ -442,18 +454,8 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
         pthread_mutex_lock(&b->lock);
         bucket_unlink(b, th);
         pthread_mutex_unlock(&b->lock);
-        while (th->merge_queue != NULL) {
-            rcgc__header *h = th->merge_queue;
-            th->merge_queue = h->link;
-            h->link = *merges;
-            *merges = h;
-        }
-        while (th->release_list != NULL) {
-            rcgc__header *h = th->release_list;
-            th->release_list = h->link;
-            h->link = *releases;
-            *releases = h;
-        }
+        move_links(&th->merge_queue, merges);
+        move_links(&th->release_list, releases);
         rcgc__roots_orphan(th);
         give_back(th);
         rcgc__epoch_forget(th->urcu_reader);

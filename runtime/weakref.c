@@ -212,8 +212,7 @@ void *rcgc_weakref_get(rcgc_weakref *w)
            give, and it gets NULL, as rcgc_ref_load's "reads as empty".
            Neither (DYING went since the refusal): try again. */
         if (!(s & RCGC__SHARED_DYING)) {
-            if ((s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
-                s < RCGC__SHARED_ONE)
+            if (rcgc__shared_is_dead(s))
                 return NULL;
             continue;
         }
