@@ -277,10 +277,8 @@ int main(int argc, char **argv)
     }
     torture_stop();
     torture_phase("join");
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++)
-        pthread_join(workers[i].thread, NULL);
-    rcgc_blocking_end();
+        torture_join_attached(workers[i].thread);
     free(workers);
     if (forks == 0)
         TORTURE_VIOLATION("no fork happened");

@@ -128,28 +128,36 @@ static void keep(worker *me, wstate *w, wrec *r)
     me->handles[k] = r;
 }
 
-static void upgrade(worker *me, wstate *w)
+/* One upgrade of r, checked: the right referent, intact, or NULL, and
+   NULL for good once NULL.  where names the caller in a violation. */
+static void checked_get(wstate *w, wrec *r, const char *where)
 {
-    wrec *r = me->handles[torture_below(&w->rng, NHANDLE)];
-    gnode *n;
+    gnode *n = rcgc_weakref_get(r->w);
 
-    if (r == NULL)
-        return;
-    torture_maybe_delay(r->id);
-    n = rcgc_weakref_get(r->w);
     if (n == NULL) {
         r->saw_null = true;
         w->get_null++;
         return;
     }
     w->get_live++;
-    gc_hold(n, "rcgc_weakref_get");
+    gc_hold(n, where);
     if (n->t.id != r->id)
-        TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded to id %" PRIu64, r->id,
-                          n->t.id);
+        TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded to id %" PRIu64 " (%s)",
+                          r->id, n->t.id, where);
     if (r->saw_null)
-        TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded after it gave NULL", r->id);
+        TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded after it gave NULL (%s)",
+                          r->id, where);
     gc_unhold(n, "before the decrement");
+}
+
+static void upgrade(worker *me, wstate *w)
+{
+    wrec *r = me->handles[torture_below(&w->rng, NHANDLE)];
+
+    if (r == NULL)
+        return;
+    torture_maybe_delay(r->id);
+    checked_get(w, r, "rcgc_weakref_get");
 }
 
 static void fresh_death(wstate *w)
@@ -202,23 +210,7 @@ static void haunt(worker *me, wstate *w)
     rcgc_decref(a);
     rcgc_decref(b);
     for (int k = 0; k < 64; k++) {
-        wrec *r = (k & 1) ? rb : ra;
-        gnode *n = rcgc_weakref_get(r->w);
-
-        if (n == NULL) {
-            r->saw_null = true;
-            w->get_null++;
-            continue;
-        }
-        w->get_live++;
-        gc_hold(n, "haunt: rcgc_weakref_get");
-        if (n->t.id != r->id)
-            TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded to id %" PRIu64, r->id,
-                              n->t.id);
-        if (r->saw_null)
-            TORTURE_VIOLATION("the handle of id %" PRIu64 " upgraded after it gave NULL "
-                              "(haunted cycle)", r->id);
-        gc_unhold(n, "before the decrement");
+        checked_get(w, (k & 1) ? rb : ra, "haunt: rcgc_weakref_get");
         if ((k & 7) == 7)
             rcgc_safepoint();
     }
@@ -362,10 +354,8 @@ int main(int argc, char **argv)
     rcgc_blocking_end();
     torture_run_timer();
     torture_phase("join");
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++)
-        pthread_join(workers[i].thread, NULL);
-    rcgc_blocking_end();
+        torture_join_attached(workers[i].thread);
 
     torture_phase("drop roots");
     for (i = 0; i < NROOT; i++)
