@@ -14,7 +14,8 @@
  * through the header's link: it cannot fail for lack of memory, PITFALLS 7)
  * or, when the owner is blocked or gone, merges the object itself under
  * that lock (refcount.c, I4).  The owner drains its queue at safepoints, in
- * rcgc_new, before blocking and before detaching; the last two drain until
+ * rcgc_new, at the start of each collection it runs (collector.c), before
+ * blocking and before detaching; the last two drain until
  * the queue is empty under the lock and only then set `blocked` or leave the
  * registry, and make no count operation after that (CPython
  * _Py_brc_remove_thread; PITFALLS 5, 6).
