@@ -135,9 +135,10 @@
  * waits for); they may call any rcgc function; rcgc_collect from inside
  * returns 0 (in_collection, set for the whole collection).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE             /* mremap */
 #include <errno.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -356,19 +357,33 @@ static void *gc_realloc(void *p, size_t size)
     return gc_may_allocate() ? realloc(p, size) : NULL;
 }
 
-size_t rcgc__test_collector_fail_after(long n)
-{
-    intptr_t left = rcgc__sword_load_relaxed(&alloc_budget);
-
-    rcgc__sword_store_relaxed(&alloc_budget, n < 0 ? INTPTR_MAX : (intptr_t)n);
-    return left < 0 ? (size_t)-left : 0;       /* failures since the last call */
-}
-
-/* Growable arrays; a failed push sets the collection's oom flag. */
+/* Growable arrays; a failed push sets the collection's oom flag.  A
+   mapped one (a collection's work vectors) lives in its own pages, never
+   in malloc's heap (see "Large frees"). */
 typedef struct vec {
     void  *items;
     size_t n, cap, size;
+    bool   mapped;
 } vec;
+
+static size_t page_round(size_t bytes)
+{
+    size_t page = 4096;
+
+    return (bytes + page - 1) & ~(page - 1);
+}
+
+/* The mapped vector's storage becomes `bytes` (page-rounded) long. */
+static void *map_resize(void *old, size_t old_bytes, size_t bytes)
+{
+    void *p;
+
+    if (old == NULL)
+        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    else
+        p = mremap(old, old_bytes, bytes, MREMAP_MAYMOVE);
+    return p == MAP_FAILED ? NULL : p;
+}
 
 static bool vec_reserve(vec *v, size_t more)
 {
@@ -380,7 +395,14 @@ static bool vec_reserve(vec *v, size_t more)
     cap = v->cap ? v->cap * 2 : 256;
     while (cap < v->n + more)
         cap *= 2;
-    p = gc_realloc(v->items, cap * v->size);
+    if (!v->mapped) {
+        p = gc_realloc(v->items, cap * v->size);
+    } else {
+        cap = page_round(cap * v->size) / v->size;
+        p = gc_may_allocate()
+                ? map_resize(v->items, page_round(v->cap * v->size), cap * v->size)
+                : NULL;
+    }
     if (p == NULL)
         return false;
     v->items = p;
@@ -388,14 +410,39 @@ static bool vec_reserve(vec *v, size_t more)
     return true;
 }
 
-static void vec_free(vec *v)
+/* A mapped vector keeps at most keep bytes of its storage. */
+static void vec_trim(vec *v, size_t keep)
 {
-    free(v->items);
-    v->items = NULL;
-    v->n = v->cap = 0;
+    size_t bytes = page_round(v->cap * v->size);
+    void *p;
+
+    v->n = 0;
+    if (v->items == NULL || bytes <= keep)
+        return;
+    if (!v->mapped || keep == 0) {
+        if (v->mapped)
+            munmap(v->items, bytes);
+        else
+            free(v->items);
+        v->items = NULL;
+        v->cap = 0;
+        return;
+    }
+    keep = page_round(keep);
+    p = map_resize(v->items, bytes, keep);      /* shrinks in place */
+    if (p != NULL) {
+        v->items = p;
+        v->cap = keep / v->size;
+    }
 }
 
-#define VEC(type) { NULL, 0, 0, sizeof(type) }
+static void vec_free(vec *v)
+{
+    vec_trim(v, 0);
+}
+
+#define VEC(type)        { NULL, 0, 0, sizeof(type), false }
+#define VEC_MAPPED(type) { NULL, 0, 0, sizeof(type), true }
 #define VEC_AT(v, type, i) (((type *)(v)->items)[i])
 
 /* Pins every live tracked object of the registry whose gc_bits have all
@@ -664,14 +711,12 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
     return k;
 }
 
+/* Into the pool, whatever its size: chunk_pool_trim frees the surplus
+   where a collection begins (see "Large frees"). */
 static void chunk_put(rcgc__roots *k)
 {
     void *top;
 
-    if (rcgc__u64_load_relaxed(&chunk_pool_n) >= CHUNK_POOL_MAX) {
-        free(k);
-        return;
-    }
     rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, 1);
     top = rcgc__ptr_load_relaxed(&chunk_pool);
     do
@@ -704,6 +749,45 @@ static void chunk_pool_tend(void)
             break;
         chunk_put(k);
     }
+}
+
+/*
+ * Large frees.  glibc keeps small freed blocks (every object a collection
+ * frees) in its fast bins, and the first free of a block that coalesces
+ * to 64 KiB or more, or the first malloc of 1 KiB or more, walks every
+ * block in them (malloc_consolidate): 16 ms after the million objects of
+ * BM_collect_pairs, 50 ms after BM_collect_graph's, whose blocks lie all
+ * over the heap.  A program that allocates objects of those sizes again
+ * takes them straight from the bins and never needs that walk; so a
+ * collection, once it has begun freeing, frees nothing large and
+ * allocates nothing large that it can avoid.  Its work vectors stay for
+ * the next collection, and a chunk it empties goes to the pool whatever
+ * the pool holds; both are trimmed where the next collection begins,
+ * before it frees anything (chunk_pool_trim, work_trim).  What they keep
+ * between collections is at most what the last collection used.
+ */
+static void chunk_pool_trim(void)
+{
+    rcgc__roots *k, *last, *next;
+    uint64_t kept = 1, freed = 0;
+    void *top;
+
+    if (rcgc__u64_load_relaxed(&chunk_pool_n) <= CHUNK_POOL_MAX ||
+        (k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL)) == NULL)
+        return;
+    for (last = k; last->next != NULL && kept < CHUNK_POOL_MAX; last = last->next)
+        kept++;
+    for (rcgc__roots *f = last->next; f != NULL; f = next) {
+        next = f->next;
+        free(f);
+        freed++;
+    }
+    rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, -freed);
+    /* Back on top of whatever mutators put there meanwhile. */
+    top = rcgc__ptr_load_relaxed(&chunk_pool);
+    do
+        last->next = top;
+    while (!rcgc__ptr_cas_seq_cst(&chunk_pool, &top, k));
 }
 
 /* ... called at every 2^16th step of a pass over members. */
@@ -1580,9 +1664,12 @@ static void save_all(collection *c, size_t saved)
 }
 
 /* Step 8 and the bookkeeping, for every member not freed. */
-static void unflag_all(collection *c)
+static void unflag_all(collection *c, size_t freed)
 {
     size_t saved = 0;
+
+    if (freed == c->members.n)     /* all garbage: nothing to unflag */
+        return;
 
     for (size_t i = 0; i < c->members.n; i++) {
         member *m = member_at(c, i);
@@ -1659,6 +1746,8 @@ static rcgc__roots *split_chunks(rcgc__roots **chunks, size_t want)
    takes. */
 static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size_t spend)
 {
+    size_t collected = c->collected;
+
     c->members.n = c->edges.n = c->stack.n = c->extra.n = 0;
     c->chunks = c->fill = NULL;
     c->rounds++;
@@ -1693,9 +1782,42 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
         examine(c);                                      /* 4-7 */
     }
     phase_next(c, P_UNFLAG);
-    unflag_all(c);                                       /* 8 */
+    unflag_all(c, c->collected - collected);             /* 8 */
     keep_chunks(c);
     phase_next(c, NPHASES);
+}
+
+/* The collections' work vectors, kept from one to the next up to
+   WORK_KEEP bytes each (see "Large frees"); collect_mutex protects them. */
+#define WORK_KEEP ((size_t)256 << 10)
+static struct {
+    vec members, edges, stack, extra;
+} work = {
+    VEC_MAPPED(member), VEC_MAPPED(uint32_t), VEC_MAPPED(uint32_t),
+    VEC(rcgc__header *),
+};
+
+static void work_trim(size_t keep)
+{
+    vec_trim(&work.members, keep);
+    vec_trim(&work.edges, keep);
+    vec_trim(&work.stack, keep);
+    vec_trim(&work.extra, keep);
+}
+
+/* Armed (n >= 0), it also lets the kept work vectors go, so that the
+   collection it arms allocates as the first one did. */
+size_t rcgc__test_collector_fail_after(long n)
+{
+    intptr_t left = rcgc__sword_load_relaxed(&alloc_budget);
+
+    if (n >= 0) {
+        lock_collect();
+        work_trim(0);
+        pthread_mutex_unlock(&collect_mutex);
+    }
+    rcgc__sword_store_relaxed(&alloc_budget, n < 0 ? INTPTR_MAX : (intptr_t)n);
+    return left < 0 ? (size_t)-left : 0;       /* failures since the last call */
 }
 
 /* One collection; the caller holds collect_mutex and is attached. */
@@ -1710,15 +1832,16 @@ static size_t collect_once(bool full)
     bool trying = false;
     rcgc__thread *t;
 
-    c.members = (vec)VEC(member);
-    c.edges = (vec)VEC(uint32_t);
-    c.stack = (vec)VEC(uint32_t);
-    c.extra = (vec)VEC(rcgc__header *);
+    c.members = work.members;
+    c.edges = work.edges;
+    c.stack = work.stack;
+    c.extra = work.extra;
 
     /* From here to the end, callbacks and finalizers included, this thread
        collects: rcgc_collect returns 0 at once, and nothing waits for a
        collection (the one that would end the wait is ours). */
     c.th->in_collection = true;
+    chunk_pool_trim();             /* before this collection frees anything */
     /* What our own decrements queued to us, typically the last
        collection's freeing, which counts on the shared word of the members
        it has yet to unflag: merged now, as a safepoint would, before the
@@ -1784,7 +1907,7 @@ static size_t collect_once(bool full)
     want = full ? ROUND_MIN : SIZE_MAX;
     do {
         uint64_t began = clock_ns(CLOCK_MONOTONIC), grace_before = c.phase_ns[P_GRACE];
-        uint64_t grace, work, grow;
+        uint64_t grace, busy, grow;
 
         collect_round(&c, &chunks, want, full ? SIZE_MAX : spend - used);
         used += c.members.n - c.taken;
@@ -1792,9 +1915,9 @@ static size_t collect_once(bool full)
         /* Grace periods are slow (a thread far from its next safepoint):
            fewer of them, so that they take about half the time at most. */
         grace = c.phase_ns[P_GRACE] - grace_before;
-        work = clock_ns(CLOCK_MONOTONIC) - began - grace + 1;
-        if (grace > work) {
-            grow = grace / work < 64 ? 2 * (grace / work) : 128;
+        busy = clock_ns(CLOCK_MONOTONIC) - began - grace + 1;
+        if (grace > busy) {
+            grow = grace / busy < 64 ? 2 * (grace / busy) : 128;
             want = want < SIZE_MAX / grow ? want * grow : SIZE_MAX;
         }
     } while (chunks != NULL && !c.oom);
@@ -1854,10 +1977,11 @@ static size_t collect_once(bool full)
     info.uncollectable = c.uncollectable;
     run_callbacks(RCGC_PHASE_STOP, &info);
     c.th->in_collection = false;
-    vec_free(&c.members);
-    vec_free(&c.edges);
-    vec_free(&c.stack);
-    vec_free(&c.extra);
+    work.members = c.members;
+    work.edges = c.edges;
+    work.stack = c.stack;
+    work.extra = c.extra;
+    work_trim(WORK_KEEP);
     return c.collected;
 }
 
@@ -2070,6 +2194,9 @@ void rcgc__gc_shutdown_collect(void)
         free(k);
     }
     rcgc__u64_store_seq_cst(&chunk_pool_n, 0);
+    lock_collect();
+    work_trim(0);
+    pthread_mutex_unlock(&collect_mutex);
 }
 
 /* Candidates in the threads' chunks and the pending stack.  A chunk
