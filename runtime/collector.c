@@ -34,9 +34,9 @@
  * whoever holds its lock (see "the registry"), so no mutator ever waits
  * for the collector.
  *
- * One collection (collect_once), never stopping a mutator (rcgc_collect
- * runs steps 1-8 in rounds of candidates, each a collection of its own:
- * see "Rounds"):
+ * One collection (collect_once), never stopping a mutator (it runs steps
+ * 1-8 in rounds of candidates, each a collection of its own: see
+ * "Rounds"):
  *  1. roots    each candidate is pinned and flagged (rcgc__pin_flag: the
  *              validated try-increment of rcgc_ref_load, whose CAS also
  *              sets SCAN and clears DIRTY in the shared word; then
@@ -561,6 +561,7 @@ static void lock_collect(void)
    Protected by collect_mutex. */
 static rcgc__roots *retry;
 static size_t       retried;       /* members the last collection put back */
+static rcgc__u64    nretry;        /* entries in retry, for rcgc_get_count */
 
 /* CLOCK_MONOTONIC for durations; CLOCK_THREAD_CPUTIME_ID for hand_over. */
 static uint64_t clock_ns(clockid_t clock)
@@ -986,6 +987,7 @@ static void phase_next(collection *c, int p)
  */
 #define MARK_CREDIT 16
 static size_t mark_balance;        /* protected by collect_mutex */
+static size_t test_spend = SIZE_MAX;   /* rcgc__test_collect_background_spend */
 static size_t mark_next_try;
 static size_t last_examined;       /* ... and these: the last collection's */
 static size_t last_rounds;
@@ -1701,7 +1703,7 @@ static void unflag_all(collection *c, size_t freed)
 }
 
 /*
- * Rounds.  A full collection (rcgc_collect) takes its candidates ROUND_MIN
+ * Rounds.  A collection takes its candidates ROUND_MIN
  * at a time, in whole chunks, and runs steps 1-8 on each round before the
  * next: each round is a collection of its own, sound by the argument
  * above, over the subgraph its roots reach (a member of an earlier round
@@ -1717,9 +1719,20 @@ static void unflag_all(collection *c, size_t freed)
  * than its work (a thread far from its next safepoint) makes the next
  * round that many times bigger again, so that grace periods stay about
  * half of the call at most.
- * A background collection stays one round: its marking budget (above)
- * is for the whole collection, and a root in a later round would count
- * as outside to an earlier one.
+ * A background collection's marking budget (above) is for the whole
+ * collection: each round marks at most what earlier rounds left of it.
+ * A round whose marking stops at the budget takes every candidate left
+ * and is the last: from there the collection is the one-round collection
+ * it would have been, whose candidates all are members, marked no
+ * further.  So a candidate is never "outside" to a round because a later
+ * round holds it: an earlier round, not stopped, marked all its roots
+ * reach, later candidates included, and the stopped one holds every
+ * candidate left.  Garbage among the candidates is found at once, as
+ * before; what rounds change is the marking counted, a later round's
+ * candidate that an earlier round reached counting against the budget.
+ * That is at most ROUND_REACH members per root before the take-the-rest
+ * guard, and a subgraph that budgets cut short is still examined in full
+ * after O(n / MARK_CREDIT) more candidates (next_try keeps doubling).
  */
 /* Sanitizer builds, whose speed does not matter, take rounds of 64 so that
    their stress runs collect in many rounds beside the mutators. */
@@ -1739,6 +1752,19 @@ static rcgc__roots *split_chunks(rcgc__roots **chunks, size_t want)
     *chunks = k->next;
     k->next = NULL;
     return head;
+}
+
+/* The round takes every candidate left, which marking does not count
+   against its budget. */
+static void take_rest(collection *c, rcgc__roots **chunks)
+{
+    size_t before = c->members.n, added;
+
+    take_candidates(c, *chunks);
+    *chunks = NULL;
+    added = c->members.n - before;
+    c->taken += added;
+    c->budget = c->budget < SIZE_MAX - added ? c->budget + added : SIZE_MAX;
 }
 
 /* Steps 1-8 over the candidates in whole chunks taken from *chunks, at
@@ -1766,14 +1792,13 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
             prefetch_object(member_at(c, VEC_AT(&c->stack, uint32_t,
                                                 c->stack.n - PREFETCH_AHEAD))->h);
         m->h->type->traverse(rcgc__body(m->h), mark_visit, c);
-        if (*chunks != NULL && c->members.n / ROUND_REACH > c->taken) {
-            size_t before = c->members.n;
-
-            take_candidates(c, *chunks);                 /* the rest */
-            *chunks = NULL;
-            c->taken += c->members.n - before;
-        }
+        if (*chunks != NULL && c->members.n / ROUND_REACH > c->taken)
+            take_rest(c, chunks);
     }
+    /* Marking stopped at the budget: this round takes every candidate
+       left and is the collection's last (see "Rounds"). */
+    if (c->truncated && *chunks != NULL && !c->oom)
+        take_rest(c, chunks);
     if (c->members.n > 0 && !c->oom) {
         chunk_pool_tend();
         phase_next(c, P_GRACE);
@@ -1888,6 +1913,7 @@ static size_t collect_once(bool full)
         tail->next = chunks;
         chunks = retry;
         retry = NULL;
+        rcgc__u64_store_relaxed(&nretry, 0);
     }
     find_missed(&chunks);
 
@@ -1901,10 +1927,12 @@ static size_t collect_once(bool full)
                                                             : SIZE_MAX / 4;
         trying = mark_balance >= mark_next_try;
         spend = trying ? mark_balance : earned / 2 < mark_balance ? earned / 2 : mark_balance;
+        if (test_spend != SIZE_MAX) {
+            spend = test_spend;
+            test_spend = SIZE_MAX;
+        }
     }
-    /* A full collection goes in rounds (see "Rounds"); a background one,
-       whose marking is bounded, takes every candidate in one. */
-    want = full ? ROUND_MIN : SIZE_MAX;
+    want = ROUND_MIN;              /* see "Rounds" */
     do {
         uint64_t began = clock_ns(CLOCK_MONOTONIC), grace_before = c.phase_ns[P_GRACE];
         uint64_t grace, busy, grow;
@@ -1929,6 +1957,12 @@ static size_t collect_once(bool full)
         retried += tail->n;
         tail->next = retry;
         retry = chunks;
+    }
+    if (retry != NULL) {
+        uint64_t n = 0;
+        for (tail = retry; tail != NULL; tail = tail->next)
+            n += tail->n;
+        rcgc__u64_store_relaxed(&nretry, n);
     }
     if (!full) {
         mark_balance -= used < mark_balance ? used : mark_balance;
@@ -2217,7 +2251,8 @@ static uint64_t candidates_now(void)
             buffered += roots_count(t);
     } while (rcgc__u64_load_seq_cst(&npending) != before && ++tries < 8);
     pthread_mutex_unlock(&rcgc__rt.lock);
-    return before + buffered;
+    /* Relaxed: a count; a collection holds them meanwhile. */
+    return before + buffered + rcgc__u64_load_relaxed(&nretry);
 }
 
 void rcgc__gc_fill_stats(rcgc_stats *out)
@@ -2599,9 +2634,17 @@ size_t rcgc__test_last_collection(size_t *examined)
    the members it examined, and whether marking stopped at its budget. */
 size_t rcgc__test_collect_background(bool *truncated)
 {
+    return rcgc__test_collect_background_spend(SIZE_MAX, truncated);
+}
+
+/* ... whose marking spends at most spend members beyond the candidates
+   (SIZE_MAX: what the budget gives). */
+size_t rcgc__test_collect_background_spend(size_t spend, bool *truncated)
+{
     size_t n;
 
     lock_collect();
+    test_spend = spend;
     collect_once(false);
     n = last_examined;
     if (truncated != NULL)

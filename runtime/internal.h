@@ -340,6 +340,7 @@ uintptr_t rcgc__test_tid(void);
    never again); returns how many failed since the previous call. */
 size_t    rcgc__test_collector_fail_after(long n);
 size_t    rcgc__test_collect_background(bool *truncated);
+size_t    rcgc__test_collect_background_spend(size_t spend, bool *truncated);
 size_t    rcgc__test_last_collection(size_t *examined);   /* rounds; examined */
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */

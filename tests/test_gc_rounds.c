@@ -32,6 +32,20 @@
  *            rounds small, a quarter of the fixed-size count), and all the
  *            garbage is freed.
  *
+ *   bg_split the split case through a background collection
+ *            (rcgc__test_collect_background: marking bounded by the
+ *            budget, which does not bind here).  Required: the same.
+ *   bg_stop  a background collection whose marking budget (set to
+ *            BG_SPEND by rcgc__test_collect_background_spend) runs out in
+ *            its first round: BG_HOLD live candidates come first, each
+ *            pointing into a live ring of BG_RING, then split 2-cycles.
+ *            Required: the round that stopped takes every candidate left,
+ *            so every 2-cycle is freed in that one collection (each round
+ *            after a stop, marking nothing, would see every pair member's
+ *            partner as outside); the collection reports that it stopped;
+ *            the ring and the held nodes intact; their candidates put
+ *            back, and the ring freed once dropped.
+ *
  * In the RCGC_TEST_HARD build a round is two candidates; the counts below
  * hold for any round size.
  */
@@ -51,6 +65,9 @@
 #define HUB   100000
 #define HUB_PAIRS 8000
 #define SLOW_PAIRS 40000
+#define BG_RING  20000
+#define BG_HOLD  50
+#define BG_SPEND 100
 #define MAGIC 0x520a0dU
 
 typedef struct node {
@@ -96,24 +113,29 @@ static node *node_new(void)
 
 static node *firsts[PAIRS], *seconds[PAIRS];
 
-/* PAIRS 2-cycles; all first members are dropped before any second one, so
-   their candidates are PAIRS entries apart. */
+/* n 2-cycles; all first members are dropped before any second one, so
+   their candidates are n entries apart. */
+static void make_split_pairs(size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        firsts[i] = node_new();
+        seconds[i] = node_new();
+        rcgc_ref_init(&firsts[i]->a, seconds[i]);
+        rcgc_ref_init(&seconds[i]->a, firsts[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        rcgc_decref(firsts[i]);
+    for (size_t i = 0; i < n; i++)
+        rcgc_decref(seconds[i]);
+}
+
 static void test_split(void)
 {
     uint64_t start = live_now();
     size_t got, rounds, examined;
     uint64_t passes;
 
-    for (size_t i = 0; i < PAIRS; i++) {
-        firsts[i] = node_new();
-        seconds[i] = node_new();
-        rcgc_ref_init(&firsts[i]->a, seconds[i]);
-        rcgc_ref_init(&seconds[i]->a, firsts[i]);
-    }
-    for (size_t i = 0; i < PAIRS; i++)
-        rcgc_decref(firsts[i]);
-    for (size_t i = 0; i < PAIRS; i++)
-        rcgc_decref(seconds[i]);
+    make_split_pairs(PAIRS);
     is_uint(rcgc_get_count(), 2 * PAIRS, "split: %d candidates", 2 * PAIRS);
 
     passes = collections_now();
@@ -221,6 +243,84 @@ static void test_kept(void)
     is_uint(live_now(), start, "kept: nothing left");
 }
 
+/* A background collection takes the chunks handed over: two safepoints
+   hand over the thread's chunk (the second finds it no longer growing). */
+static void hand_over(void)
+{
+    rcgc_safepoint();
+    rcgc_safepoint();
+}
+
+static void test_bg_split(void)
+{
+    uint64_t start = live_now();
+    size_t rounds, examined;
+    bool truncated;
+
+    make_split_pairs(PAIRS);
+    hand_over();
+    examined = rcgc__test_collect_background(&truncated);
+    rounds = rcgc__test_last_collection(NULL);
+    is_uint(live_now(), start, "bg_split: one background collection frees every 2-cycle");
+    ok(rounds > 1, "bg_split: in more than one round (%zu)", rounds);
+    is_uint(examined, 2 * PAIRS, "bg_split: each object examined exactly once");
+    ok(!truncated, "bg_split: marking not stopped by the budget");
+}
+
+static void test_bg_stop(void)
+{
+    node **ring = calloc(BG_RING, sizeof(*ring));
+    node *held[BG_HOLD];
+    uint64_t start = live_now();
+    size_t examined, bad = 0;
+    bool truncated;
+
+    if (ring == NULL)
+        bail_out("out of memory");
+    for (size_t i = 0; i < BG_RING; i++)
+        ring[i] = node_new();
+    for (size_t i = 0; i < BG_RING; i++)
+        rcgc_ref_init(&ring[i]->a, ring[(i + 1) % BG_RING]);
+    for (size_t i = 1; i < BG_RING; i++)
+        rcgc_decref(ring[i]);
+    rcgc_collect();                    /* their candidates: all live */
+    for (size_t i = 0; i < BG_HOLD; i++) {
+        held[i] = node_new();
+        rcgc_ref_init(&held[i]->a, ring[i * (BG_RING / BG_HOLD)]);
+        rcgc_incref(held[i]);
+        rcgc_decref(held[i]);          /* a candidate, held by the test */
+    }
+    make_split_pairs(PAIRS);
+    is_uint(rcgc_get_count(), BG_HOLD + 2 * PAIRS, "bg_stop: %d candidates, the held first",
+            BG_HOLD + 2 * PAIRS);
+
+    hand_over();
+    examined = rcgc__test_collect_background_spend(BG_SPEND, &truncated);
+    ok(truncated, "bg_stop: marking stopped at the budget");
+    is_uint(live_now(), start + BG_RING + BG_HOLD,
+            "bg_stop: every 2-cycle freed in that one collection: the round that stopped "
+            "took every candidate left");
+    ok(examined <= BG_HOLD + 2 * PAIRS + BG_SPEND,
+       "bg_stop: marking went no further than the budget (%zu members, at most %d)", examined,
+       BG_HOLD + 2 * PAIRS + BG_SPEND);
+    for (size_t i = 0; i < BG_RING; i++)
+        bad += ring[i]->magic != MAGIC || rcgc_refcount(ring[i]) != 1u + (i == 0) +
+                                                 (size_t)(i % (BG_RING / BG_HOLD) == 0) ||
+               rcgc_is_finalized(ring[i]);
+    for (size_t i = 0; i < BG_HOLD; i++)
+        bad += held[i]->magic != MAGIC || rcgc_refcount(held[i]) != 1 ||
+               rcgc_is_finalized(held[i]);
+    is_uint(bad, 0, "bg_stop: the ring and the held nodes intact, their counts as before");
+    is_uint(rcgc_get_count(), BG_HOLD, "bg_stop: the held candidates put back");
+
+    for (size_t i = 0; i < BG_HOLD; i++)
+        rcgc_decref(held[i]);
+    rcgc_decref(ring[0]);
+    rcgc_collect();
+    is_uint(live_now(), start, "bg_stop: the ring and the held nodes go once dropped");
+    free(ring);
+}
+
 static int busy_started, stop_busy;     /* atomic */
 
 static uint64_t now_ns(void)
@@ -293,6 +393,8 @@ int main(void)
     test_split();
     test_hub();
     test_kept();
+    test_bg_split();
+    test_bg_stop();
     test_slow();
     rcgc_shutdown();
     return done_testing();
