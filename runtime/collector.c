@@ -414,7 +414,6 @@ static bool vec_reserve(vec *v, size_t more)
 static void vec_trim(vec *v, size_t keep)
 {
     size_t bytes = page_round(v->cap * v->size);
-    void *p;
 
     v->n = 0;
     if (v->items == NULL || bytes <= keep)
@@ -428,12 +427,11 @@ static void vec_trim(vec *v, size_t keep)
         v->cap = 0;
         return;
     }
+    /* munmap, not mremap: the kernel zaps the pages holding the address
+       space's lock for reading, so mutators' page faults go on. */
     keep = page_round(keep);
-    p = map_resize(v->items, bytes, keep);      /* shrinks in place */
-    if (p != NULL) {
-        v->items = p;
+    if (munmap((char *)v->items + keep, bytes - keep) == 0)
         v->cap = keep / v->size;
-    }
 }
 
 static void vec_free(vec *v)
@@ -622,20 +620,20 @@ static void hand_over(rcgc__roots *chunk)
 /*
  * Root chunks go round: the collector puts emptied ones on a pool, and a
  * thread that needs a chunk takes the whole pool into its own spares
- * (exchange: no ABA) before it calls malloc.  A chunk is made by a mutator
- * and emptied by the collector.  Freeing it there would take the mutator's
- * malloc arena lock, which the mutator then waits for if the collector is
- * preempted holding it; and a chunk is a large request for malloc, for
- * which glibc first consolidates every fast bin of the arena: milliseconds
- * inside a mutator's decrement after a big collection freed objects into
- * it, and, freed by the collector next to free space, quadratic work.
+ * (exchange: no ABA) before it maps a new one.  A chunk is made by a
+ * mutator and emptied by the collector.  Chunks are pages of their own,
+ * never malloc's: a chunk is a large block, whose malloc or free makes
+ * glibc consolidate every fast bin of the arena first (see "Large
+ * frees"), bins that the collector's frees of the mutator's objects fill,
+ * under the arena's lock: BM_pause saw decrements of 0.2 to 2 ms.  A
+ * mutator that maps one makes a system call, a few microseconds.
  */
 #define CHUNK_POOL_MAX 256
 #define CHUNK_POOL_MIN 16
 
 static rcgc__ptr chunk_pool;       /* emptied chunks, linked by next */
 static rcgc__u64 chunk_pool_n;     /* about how many */
-static rcgc__u64 chunk_misses;     /* chunks a mutator had to malloc */
+static rcgc__u64 chunk_misses;     /* chunks a mutator had to map */
 static rcgc__u64 missed;           /* objects a mutator could not buffer */
 
 /*
@@ -651,11 +649,30 @@ static rcgc__u64 missed;           /* objects a mutator could not buffer */
 #define ROOTS_ALIGN   ((size_t)(RCGC_TEST_HARD ? 16 : 1024))
 #define ROOTS_CLAIMED ((uintptr_t)1)
 _Static_assert(RCGC__ROOTS_CHUNK < ROOTS_ALIGN, "a count fits below the alignment");
+_Static_assert(ROOTS_ALIGN <= 4096, "mmap aligns a chunk to ROOTS_ALIGN");
 _Static_assert(sizeof(rcgc__roots) % ROOTS_ALIGN == 0, "aligned_alloc's rule");
+
+/* Pages of their own; the RCGC_TEST_HARD build's chunks of two entries,
+   which a test makes by the million, come from malloc. */
+#define CHUNK_MAPPED (sizeof(rcgc__roots) >= 4096)
 
 static rcgc__roots *chunk_alloc(void)
 {
-    return aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
+    void *p;
+
+    if (!CHUNK_MAPPED)
+        return aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
+    p = mmap(NULL, sizeof(rcgc__roots), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void chunk_free(rcgc__roots *k)
+{
+    if (CHUNK_MAPPED)
+        munmap(k, sizeof(rcgc__roots));
+    else
+        free(k);
 }
 
 static rcgc__roots *roots_claim(rcgc__thread *th)
@@ -712,12 +729,14 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
     return k;
 }
 
-/* Into the pool, whatever its size: chunk_pool_trim frees the surplus
-   where a collection begins (see "Large frees"). */
 static void chunk_put(rcgc__roots *k)
 {
     void *top;
 
+    if (rcgc__u64_load_relaxed(&chunk_pool_n) >= CHUNK_POOL_MAX) {
+        chunk_free(k);
+        return;
+    }
     rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, 1);
     top = rcgc__ptr_load_relaxed(&chunk_pool);
     do
@@ -728,9 +747,7 @@ static void chunk_put(rcgc__roots *k)
 /*
  * The collecting thread keeps the pool stocked, at the start of a
  * collection and every so often during one, so that mutators seldom
- * malloc a chunk themselves: such a malloc can take hundreds of
- * microseconds (BM_pause: consolidating the fast bins the collector has
- * just freed objects into, or waiting on the address space's lock).  The
+ * map a chunk themselves (a system call inside a decrement).  The
  * stock doubles, up to CHUNK_POOL_MAX, whenever a mutator found the pool
  * empty since the last look.  Collecting thread only.
  */
@@ -761,36 +778,10 @@ static void chunk_pool_tend(void)
  * over the heap.  A program that allocates objects of those sizes again
  * takes them straight from the bins and never needs that walk; so a
  * collection, once it has begun freeing, frees nothing large and
- * allocates nothing large that it can avoid.  Its work vectors stay for
- * the next collection, and a chunk it empties goes to the pool whatever
- * the pool holds; both are trimmed where the next collection begins,
- * before it frees anything (chunk_pool_trim, work_trim).  What they keep
- * between collections is at most what the last collection used.
+ * allocates nothing large that it can avoid: its work vectors, like the
+ * root chunks, live in mappings of their own, which glibc never sees, and
+ * keep WORK_KEEP bytes each for the next collection (work_trim).
  */
-static void chunk_pool_trim(void)
-{
-    rcgc__roots *k, *last, *next;
-    uint64_t kept = 1, freed = 0;
-    void *top;
-
-    if (rcgc__u64_load_relaxed(&chunk_pool_n) <= CHUNK_POOL_MAX ||
-        (k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL)) == NULL)
-        return;
-    for (last = k; last->next != NULL && kept < CHUNK_POOL_MAX; last = last->next)
-        kept++;
-    for (rcgc__roots *f = last->next; f != NULL; f = next) {
-        next = f->next;
-        free(f);
-        freed++;
-    }
-    rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, -freed);
-    /* Back on top of whatever mutators put there meanwhile. */
-    top = rcgc__ptr_load_relaxed(&chunk_pool);
-    do
-        last->next = top;
-    while (!rcgc__ptr_cas_seq_cst(&chunk_pool, &top, k));
-}
-
 /* ... called at every 2^16th step of a pass over members. */
 static inline void chunk_pool_tend_at(size_t step)
 {
@@ -803,7 +794,7 @@ void rcgc__roots_spares_free(rcgc__thread *th)
     while (th->spare_chunks != NULL) {
         rcgc__roots *k = th->spare_chunks;
         th->spare_chunks = k->next;
-        free(k);
+        chunk_free(k);
     }
 }
 
@@ -866,7 +857,7 @@ static rcgc__roots *take_chunk(rcgc__thread *th)
  * RCGC__ROOTS_SEAL_AT candidates, or, holding fewer, when it has not
  * grown since the last safepoint: a thread that has stopped making
  * candidates hands them over at its next safepoint but one, and one that
- * keeps making them does not take a fresh chunk (malloc, at worst) for
+ * keeps making them does not take a fresh chunk (mmap, at worst) for
  * every few of them: BM_pause's mutators, at a safepoint every ~600
  * calls, went through thousands of chunks a second.
  */
@@ -1866,7 +1857,6 @@ static size_t collect_once(bool full)
        collects: rcgc_collect returns 0 at once, and nothing waits for a
        collection (the one that would end the wait is ours). */
     c.th->in_collection = true;
-    chunk_pool_trim();             /* before this collection frees anything */
     /* What our own decrements queued to us, typically the last
        collection's freeing, which counts on the shared word of the members
        it has yet to unflag: merged now, as a safepoint would, before the
@@ -2225,7 +2215,7 @@ void rcgc__gc_shutdown_collect(void)
     for (rcgc__roots *k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL), *next; k != NULL;
          k = next) {
         next = k->next;
-        free(k);
+        chunk_free(k);
     }
     rcgc__u64_store_seq_cst(&chunk_pool_n, 0);
     lock_collect();
