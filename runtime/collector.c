@@ -1262,6 +1262,8 @@ static void rebuffer(collection *c, rcgc__header *h)
 
 /* The chunks holding entries become the next collection's first
    candidates; the empty ones go. */
+static void chunk_retire(rcgc__roots *k);
+
 static void keep_chunks(collection *c)
 {
     while (c->chunks != NULL) {
@@ -1269,7 +1271,7 @@ static void keep_chunks(collection *c)
 
         c->chunks = k->next;
         if (k->n == 0) {
-            chunk_put(k);
+            chunk_retire(k);
             continue;
         }
         k->next = retry;
@@ -1808,9 +1810,10 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
 #define WORK_KEEP ((size_t)256 << 10)
 static struct {
     vec members, edges, stack, extra;
+    vec spare;                     /* surplus_release's sort */
 } work = {
     VEC_MAPPED(member), VEC_MAPPED(uint32_t), VEC_MAPPED(uint32_t),
-    VEC(rcgc__header *),
+    VEC(rcgc__header *), VEC_MAPPED(rcgc__roots *),
 };
 
 static void work_trim(size_t keep)
@@ -1819,6 +1822,65 @@ static void work_trim(size_t keep)
     vec_trim(&work.edges, keep);
     vec_trim(&work.stack, keep);
     vec_trim(&work.extra, keep);
+    vec_trim(&work.spare, keep);
+}
+
+/* A mapped chunk emptied beyond the pool's bound waits on surplus until
+   the collection ends: one munmap each costs a system call and the other
+   CPUs' TLBs (5 ms for BM_collect_pairs' 750), and chunks mapped one
+   after another lie side by side, so surplus_release unmaps them in runs
+   of adjacent ones.  collect_mutex protects the list. */
+static rcgc__roots *surplus;
+static size_t       nsurplus;
+
+static void chunk_retire(rcgc__roots *k)
+{
+    if (!CHUNK_MAPPED || rcgc__u64_load_relaxed(&chunk_pool_n) < CHUNK_POOL_MAX) {
+        chunk_put(k);
+        return;
+    }
+    k->next = surplus;
+    surplus = k;
+    nsurplus++;
+}
+
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(rcgc__roots *const *)a, y = (uintptr_t)*(rcgc__roots *const *)b;
+
+    return (x > y) - (x < y);
+}
+
+static void surplus_release(void)
+{
+    vec *v = &work.spare;
+    size_t n = 0;
+
+    if (surplus == NULL)
+        return;
+    if (!vec_reserve(v, nsurplus)) {           /* no room to sort: one by one */
+        while (surplus != NULL) {
+            rcgc__roots *k = surplus;
+            surplus = k->next;
+            chunk_free(k);
+        }
+        nsurplus = 0;
+        return;
+    }
+    for (rcgc__roots *k = surplus; k != NULL; k = k->next)
+        VEC_AT(v, rcgc__roots *, n++) = k;
+    surplus = NULL;
+    nsurplus = 0;
+    qsort(v->items, n, sizeof(rcgc__roots *), by_address);
+    for (size_t i = 0, j; i < n; i = j) {
+        char *start = (char *)VEC_AT(v, rcgc__roots *, i);
+
+        for (j = i + 1; j < n && (char *)VEC_AT(v, rcgc__roots *, j) ==
+                                     start + (j - i) * sizeof(rcgc__roots); j++)
+            ;
+        munmap(start, (j - i) * sizeof(rcgc__roots));
+    }
+    v->n = 0;
 }
 
 /* Armed (n >= 0), it also lets the kept work vectors go, so that the
@@ -1961,6 +2023,7 @@ static size_t collect_once(bool full)
         else if (trying)
             mark_next_try = spend < SIZE_MAX / 8 ? 2 * spend : SIZE_MAX / 4;
     }
+    surplus_release();
     last_examined = c.examined;
     last_rounds = c.rounds;
     last_truncated = c.truncated;
