@@ -149,24 +149,33 @@ static void test_split(void)
     is_uint(passes, 1, "split: in one pass (nothing put back for another)");
 }
 
-/* A live ring of HUB nodes held by the test through ring[0]; HUB_PAIRS
-   garbage 2-cycles, each pointing at a ring node. */
-static void test_hub(void)
+/* A live ring of n nodes, held by the test through ring[0] and by the
+   ring alone otherwise, with no candidate left. */
+static node **make_live_ring(size_t n)
 {
-    node **ring = calloc(HUB, sizeof(*ring));
-    uint64_t start = live_now();
-    size_t got, rounds, examined, bad = 0;
-    uint64_t passes;
+    node **ring = calloc(n, sizeof(*ring));
 
     if (ring == NULL)
         bail_out("out of memory");
-    for (size_t i = 0; i < HUB; i++)
+    for (size_t i = 0; i < n; i++)
         ring[i] = node_new();
-    for (size_t i = 0; i < HUB; i++)
-        rcgc_ref_init(&ring[i]->a, ring[(i + 1) % HUB]);
-    for (size_t i = 1; i < HUB; i++)
-        rcgc_decref(ring[i]);          /* held by the ring alone */
+    for (size_t i = 0; i < n; i++)
+        rcgc_ref_init(&ring[i]->a, ring[(i + 1) % n]);
+    for (size_t i = 1; i < n; i++)
+        rcgc_decref(ring[i]);
     rcgc_collect();                    /* their candidates: all live */
+    return ring;
+}
+
+/* A live ring of HUB nodes; HUB_PAIRS garbage 2-cycles, each pointing at
+   a ring node. */
+static void test_hub(void)
+{
+    uint64_t start = live_now();
+    node **ring = make_live_ring(HUB);
+    size_t got, rounds, examined, bad = 0;
+    uint64_t passes;
+
     is_uint(rcgc_get_count(), 0, "hub: a live ring of %d, no candidate", HUB);
 
     /* First members dropped first: the round that takes the rest finds
@@ -269,21 +278,12 @@ static void test_bg_split(void)
 
 static void test_bg_stop(void)
 {
-    node **ring = calloc(BG_RING, sizeof(*ring));
-    node *held[BG_HOLD];
     uint64_t start = live_now();
+    node **ring = make_live_ring(BG_RING);
+    node *held[BG_HOLD];
     size_t examined, bad = 0;
     bool truncated;
 
-    if (ring == NULL)
-        bail_out("out of memory");
-    for (size_t i = 0; i < BG_RING; i++)
-        ring[i] = node_new();
-    for (size_t i = 0; i < BG_RING; i++)
-        rcgc_ref_init(&ring[i]->a, ring[(i + 1) % BG_RING]);
-    for (size_t i = 1; i < BG_RING; i++)
-        rcgc_decref(ring[i]);
-    rcgc_collect();                    /* their candidates: all live */
     for (size_t i = 0; i < BG_HOLD; i++) {
         held[i] = node_new();
         rcgc_ref_init(&held[i]->a, ring[i * (BG_RING / BG_HOLD)]);
