@@ -1828,9 +1828,9 @@ static void work_trim(size_t keep)
 
 /* A mapped chunk emptied beyond the pool's bound waits on surplus until
    the collection ends: one munmap each costs a system call and the other
-   CPUs' TLBs (4-5 ms for BM_collect_pairs' 720 or so), and chunks mapped one
-   after another lie side by side, so surplus_release unmaps them in runs
-   of adjacent ones.  collect_mutex protects the list. */
+   CPUs' TLBs (4-5 ms for the 720 or so of BM_collect_pairs), and chunks
+   mapped one after another lie side by side, so surplus_release unmaps
+   them in runs of adjacent ones.  collect_mutex protects the list. */
 static rcgc__roots *surplus;
 static size_t       nsurplus;
 
