@@ -946,7 +946,7 @@ typedef struct collection {
     size_t budget;                 /* members marking may reach (PITFALLS 25) */
     unsigned debug;
     bool oom, truncated;           /* truncated: marking stopped at the budget
-                                      (background: one round) */
+                                      (background; that round is the last) */
     uint64_t phase_at;             /* when the phase at hand began */
     uint64_t phase_ns[NPHASES];    /* time spent in each step (RCGC_DEBUG_STATS) */
 } collection;
@@ -979,7 +979,6 @@ static void phase_next(collection *c, int p)
  */
 #define MARK_CREDIT 16
 static size_t mark_balance;        /* protected by collect_mutex */
-static size_t test_spend = SIZE_MAX;   /* rcgc__test_collect_background_spend */
 static size_t mark_next_try;
 static size_t last_examined;       /* ... and these: the last collection's */
 static size_t last_rounds;
@@ -1899,8 +1898,10 @@ size_t rcgc__test_collector_fail_after(long n)
     return left < 0 ? (size_t)-left : 0;       /* failures since the last call */
 }
 
-/* One collection; the caller holds collect_mutex and is attached. */
-static size_t collect_once(bool full)
+/* One collection; the caller holds collect_mutex and is attached.  A
+   background one (!full) marks at most spend_max members beyond its
+   candidates, whatever its budget gives (a test's bound; else SIZE_MAX). */
+static size_t collect_once(bool full, size_t spend_max)
 {
     collection c = { .th = rcgc__tls_thread };
     rcgc__roots *chunks, *taken, *tail;
@@ -1980,10 +1981,7 @@ static size_t collect_once(bool full)
                                                             : SIZE_MAX / 4;
         trying = mark_balance >= mark_next_try;
         spend = trying ? mark_balance : earned / 2 < mark_balance ? earned / 2 : mark_balance;
-        if (test_spend != SIZE_MAX) {
-            spend = test_spend;
-            test_spend = SIZE_MAX;
-        }
+        spend = spend < spend_max ? spend : spend_max;
     }
     want = ROUND_MIN;              /* see "Rounds" */
     do {
@@ -2085,9 +2083,9 @@ static size_t collect_full(void)
     size_t n;
 
     lock_collect();
-    n = collect_once(true);
+    n = collect_once(true, SIZE_MAX);
     for (int pass = 1; pass < FULL_PASSES && retried > 0; pass++)
-        n += collect_once(true);
+        n += collect_once(true, SIZE_MAX);
     pthread_mutex_unlock(&collect_mutex);
     return n;
 }
@@ -2133,7 +2131,7 @@ static void *collector_main(void *arg)
             pthread_mutex_unlock(&gc.lock);
         } else {
             lock_collect();
-            collect_once(false);
+            collect_once(false, SIZE_MAX);
             pthread_mutex_unlock(&collect_mutex);
         }
         rcgc_safepoint();
@@ -2691,15 +2689,14 @@ size_t rcgc__test_collect_background(bool *truncated)
     return rcgc__test_collect_background_spend(SIZE_MAX, truncated);
 }
 
-/* ... whose marking spends at most spend members beyond the candidates
-   (SIZE_MAX: what the budget gives). */
+/* ... whose marking spends at most spend members beyond the candidates,
+   whatever its budget gives (SIZE_MAX: the budget alone). */
 size_t rcgc__test_collect_background_spend(size_t spend, bool *truncated)
 {
     size_t n;
 
     lock_collect();
-    test_spend = spend;
-    collect_once(false);
+    collect_once(false, spend);
     n = last_examined;
     if (truncated != NULL)
         *truncated = last_truncated;

@@ -35,7 +35,7 @@
  *   bg_split the split case through a background collection
  *            (rcgc__test_collect_background: marking bounded by the
  *            budget, which does not bind here).  Required: the same.
- *   bg_stop  a background collection whose marking budget (set to
+ *   bg_stop  a background collection whose marking budget (bounded at
  *            BG_SPEND by rcgc__test_collect_background_spend) runs out in
  *            its first round: BG_HOLD live candidates come first, each
  *            pointing into a live ring of BG_RING, then split 2-cycles.
@@ -109,6 +109,17 @@ static node *node_new(void)
         bail_out("out of memory");
     n->magic = MAGIC;
     return n;
+}
+
+/* A garbage 2-cycle, its two members candidates side by side. */
+static void drop_pair(void)
+{
+    node *a = node_new(), *b = node_new();
+
+    rcgc_ref_init(&a->a, b);
+    rcgc_ref_init(&b->a, a);
+    rcgc_decref(a);
+    rcgc_decref(b);
 }
 
 static node *firsts[PAIRS], *seconds[PAIRS];
@@ -224,14 +235,8 @@ static void test_kept(void)
     size_t got, bad = 0;
 
     for (int k = 0; k < HELD; k++) {
-        for (int i = 0; i < STRETCH; i++) {
-            node *a = node_new(), *b = node_new();
-
-            rcgc_ref_init(&a->a, b);
-            rcgc_ref_init(&b->a, a);
-            rcgc_decref(a);
-            rcgc_decref(b);
-        }
+        for (int i = 0; i < STRETCH; i++)
+            drop_pair();
         held[k][0] = node_new();
         held[k][1] = node_new();
         rcgc_ref_init(&held[k][0]->a, held[k][1]);
@@ -361,14 +366,8 @@ static void test_slow(void)
     size_t got, rounds;
     pthread_t t;
 
-    for (size_t i = 0; i < SLOW_PAIRS; i++) {
-        node *a = node_new(), *b = node_new();
-
-        rcgc_ref_init(&a->a, b);
-        rcgc_ref_init(&b->a, a);
-        rcgc_decref(a);
-        rcgc_decref(b);
-    }
+    for (size_t i = 0; i < SLOW_PAIRS; i++)
+        drop_pair();
     if (pthread_create(&t, NULL, busy, NULL) != 0)
         bail_out("pthread_create");
     while (!__atomic_load_n(&busy_started, __ATOMIC_RELAXED))
