@@ -80,6 +80,8 @@ RCGC__ATOMIC_OPS(rcgc__u64, uint64_t, rcgc__u64)
 /* A slot's pointer, accessed as an atomic pointer. */
 static inline void *rcgc__slot_load_acquire(const rcgc_ref *slot)
 { return __atomic_load_n(&slot->rcgc_private_, __ATOMIC_ACQUIRE); }
+static inline void *rcgc__slot_load_relaxed(const rcgc_ref *slot)
+{ return __atomic_load_n(&slot->rcgc_private_, __ATOMIC_RELAXED); }
 static inline void rcgc__slot_store_relaxed(rcgc_ref *slot, void *p)
 { __atomic_store_n(&slot->rcgc_private_, p, __ATOMIC_RELAXED); }
 static inline void rcgc__slot_store_release(rcgc_ref *slot, void *p)
