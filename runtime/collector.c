@@ -999,8 +999,7 @@ static bool   last_truncated;
  * on, whose header has arrived by then.  Marking breadth first, with the
  * table as its queue, is what gives it members to look ahead at: the next
  * members of a depth-first stack are the targets just found.  Step 6 asks
- * for the member records its union-find will read, and step 7 for the
- * registry neighbours that unlinking writes.  BM_collect_graph: about
+ * for the member records its union-find will read.  BM_collect_graph: about
  * 290 ms without any of this, 240 ms with it; pairs and ring unchanged.
  * A prefetch is only a hint: a stale pointer read for one faults nothing.
  */
@@ -1649,9 +1648,6 @@ static void examine(collection *c)
                 continue;
             }
             VEC_AT(&c->extra, rcgc__header *, c->extra.n++) = m->h;
-            /* Its neighbours in the registry, which unlinking writes. */
-            __builtin_prefetch(rcgc__gclink_of(m->h)->prev, 1);
-            __builtin_prefetch(rcgc__gclink_of(m->h)->next, 1);
         }
         registry_remove_batch(&VEC_AT(&c->extra, rcgc__header *, 0), c->extra.n);
         for (size_t k = 0; k < c->extra.n; k++) {
