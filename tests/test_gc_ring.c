@@ -272,6 +272,28 @@ int main(void)
         ok(a.fin == b.fin + 2 && a.bad == b.bad && a.s.collected - b.s.collected == 2,
            "%zu finalizers, 2 of them by the collector", small_len + 2);
     }
+
+    /* -- the work tables: a collection keeps what it filled, for the next
+          one of its size, and one that fills less gives the rest back ---- */
+    rcgc_collect();
+    {
+        size_t idle = rcgc__test_work_kept(), big, again;
+
+        rcgc_decref(ring_new(small_len));
+        got = rcgc_collect();
+        big = rcgc__test_work_kept();
+        rcgc_decref(ring_new(small_len));
+        got += rcgc_collect();
+        again = rcgc__test_work_kept();
+        is_size(got, 2 * small_len, "two garbage rings of %zu, one after the other", small_len);
+        ok(big >= small_len * 32 && again == big,
+           "the tables of a ring of %zu stay for the next (kept: %zu bytes idle, then %zu, "
+           "then %zu)", small_len, idle, big, again);
+        rcgc_collect();
+        ok(rcgc__test_work_kept() <= idle + (4u << 10) * 5,
+           "an empty collection gives them back (kept: %zu bytes, %zu before the rings)",
+           rcgc__test_work_kept(), idle);
+    }
     rcgc_shutdown();
 
     /* -- background mode -------------------------------------------------- */
