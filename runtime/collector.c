@@ -921,6 +921,8 @@ enum {                             /* member.flags */
     M_FAILED    = 4,               /* component root: the component is kept */
     M_ROOT      = 8,               /* taken from a root buffer */
     M_WEAKREFS  = 16,              /* weak references name it (step 4) */
+    M_INTERNAL  = 32,              /* white, and every edge leads to a white
+                                      member (step 6) */
 };
 
 typedef struct member {
@@ -960,6 +962,7 @@ typedef struct collection {
     unsigned debug;
     bool oom, truncated;           /* truncated: marking stopped at the budget
                                       (background; that round is the last) */
+    bool joined;                   /* the white components are known (join) */
     int phase;                     /* the step at hand */
     uint64_t phase_at;             /* when it began */
     uint64_t phase_ns[NPHASES];    /* time spent in each step (RCGC_DEBUG_STATS) */
@@ -1121,6 +1124,7 @@ static void edge_visit(rcgc_ref *slot, void *ctx)
         c->external++;
 }
 
+/* The component of member i (after join). */
 static size_t find(collection *c, size_t i)
 {
     while (member_at(c, i)->parent != i) {
@@ -1374,9 +1378,41 @@ static void keep_failed(collection *c, uint8_t fate, bool uncollectable)
 }
 
 /* Marks the component of member i to be kept; true if it was not yet. */
+/*
+ * The white subgraph's connected components, by union-find over the white
+ * edges; made only when they matter (a Delta-test failure, an overcount, a
+ * finalizer or an edge leaving a component), which in a collection that
+ * frees all it finds is never: the union-find's reads are all over the
+ * member table.
+ */
+static void join(collection *c)
+{
+    if (c->joined)
+        return;
+    c->joined = true;
+    for (size_t i = 0; i < c->members.n; i++) {
+        if (member_at(c, i)->color != WHITE)
+            continue;
+        for (size_t e = member_at(c, i)->edges, end = edges_end(c, i); e < end; e++) {
+            size_t j = VEC_AT(&c->edges, uint32_t, e);
+            if (e + PREFETCH_AHEAD < end)
+                __builtin_prefetch(member_at(c, VEC_AT(&c->edges, uint32_t,
+                                                       e + PREFETCH_AHEAD)), 1);
+            if (member_at(c, j)->color == WHITE) {
+                size_t a = find(c, i), b = find(c, j);
+                if (a != b)
+                    member_at(c, a > b ? a : b)->parent = (uint32_t)(a > b ? b : a);
+            }
+        }
+    }
+}
+
 static bool fail_component(collection *c, size_t i)
 {
-    member *root = member_at(c, find(c, i));
+    member *root;
+
+    join(c);
+    root = member_at(c, find(c, i));
 
     if (root->flags & M_FAILED)
         return false;
@@ -1475,10 +1511,9 @@ static void examine(collection *c)
     }
 
     phase_next(c, P_DELTA);
-    /* 6. delta: the white subgraph's connected components (union-find), and
-       each member's CAS, which checks its word and sets DYING; a failure
-       keeps its whole component (after the pass, when components are
-       known), so one busy object does not hold back unrelated garbage. */
+    /* 6. delta: each white member's CAS, which checks its word and sets
+       DYING; a failure keeps its whole component (after the pass: join),
+       so one busy object does not hold back unrelated garbage. */
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
         if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->color == WHITE) {
@@ -1489,14 +1524,10 @@ static void examine(collection *c)
         }
         if (m->color != WHITE)
             continue;
-        for (size_t e = m->edges, end = edges_end(c, i); e < end; e++) {
-            size_t j = VEC_AT(&c->edges, uint32_t, e);
-            if (member_at(c, j)->color == WHITE) {
-                size_t a = find(c, i), b = find(c, j);
-                if (a != b)
-                    member_at(c, a > b ? a : b)->parent = (uint32_t)(a > b ? b : a);
-            }
-        }
+        m->flags |= M_INTERNAL;
+        for (size_t e = m->edges, end = edges_end(c, i); e < end; e++)
+            if (member_at(c, VEC_AT(&c->edges, uint32_t, e))->color != WHITE)
+                m->flags &= (uint8_t)~M_INTERNAL;
         if (m->crc < 0) {
             c->sigma_failures++;   /* counts moved under us: the Delta-test decides */
             overcounted = true;
@@ -1624,22 +1655,18 @@ static void examine(collection *c)
             keep_failed(c, FATE_RETRY, true);
     }
     /* Slots are cleared and the references leaving the component dropped.
-       A member whose every reference, as read in step 4, went to its own
-       component needs no visit unless a finalizer ran: nothing else can
-       write the slots of garbage.  (A freed target is in the member's
-       component: white members joined by an edge are one component.) */
+       A member whose every reference, as read in step 4, went to a white
+       member, that is to its own component (white members joined by an
+       edge are one component, which is freed or kept as a whole), needs no
+       visit unless a finalizer ran: nothing else can write the slots of
+       garbage. */
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
         release_ctx r = { c, 0 };
-        if (m->fate != FATE_FREED)
+        if (m->fate != FATE_FREED ||
+            (!finalized && !(m->flags & M_EXTERNAL) && (m->flags & M_INTERNAL)))
             continue;
-        if (!finalized && !(m->flags & M_EXTERNAL)) {
-            size_t e = m->edges, end = edges_end(c, i);
-            while (e < end && member_at(c, VEC_AT(&c->edges, uint32_t, e))->fate == FATE_FREED)
-                e++;
-            if (e == end)
-                continue;
-        }
+        join(c);
         r.comp = find(c, i);
         m->h->type->traverse(rcgc__body(m->h), release_visit, &r);
     }
@@ -1824,6 +1851,7 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
     vec_clear(&c->stack);
     vec_clear(&c->extra);
     c->chunks = c->fill = NULL;
+    c->joined = false;
     c->rounds++;
     c->budget = SIZE_MAX;
     c->phase = P_ROOTS;
