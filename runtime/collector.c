@@ -66,7 +66,8 @@
  *              everything reachable from them along the recorded edges;
  *              the rest is white (the Sigma-test: a white member's count is
  *              explained by edges from white members).
- *  6. delta    the white subgraph is split into connected components, and
+ *  6. delta    the white subgraph is split into connected components
+ *              (worked out only when a failure needs them: join), and
  *              each component passes the Delta-test on its own (so one
  *              busy object does not starve unrelated garbage): every
  *              member's shared word must still equal what step 4 read, and
