@@ -1378,7 +1378,6 @@ static void keep_failed(collection *c, uint8_t fate, bool uncollectable)
         member_at(c, k)->flags &= (uint8_t)~M_FAILED;
 }
 
-/* Marks the component of member i to be kept; true if it was not yet. */
 /*
  * The white subgraph's connected components, by union-find over the white
  * edges; made only when they matter (a Delta-test failure, an overcount, a
@@ -1408,13 +1407,13 @@ static void join(collection *c)
     }
 }
 
+/* Marks the component of member i to be kept; true if it was not yet. */
 static bool fail_component(collection *c, size_t i)
 {
     member *root;
 
     join(c);
     root = member_at(c, find(c, i));
-
     if (root->flags & M_FAILED)
         return false;
     root->flags |= M_FAILED;
@@ -1808,9 +1807,6 @@ static void unflag_all(collection *c, size_t freed)
    their stress runs collect in many rounds beside the mutators. */
 #define ROUND_MIN   (RCGC_TEST_HARD ? 2 : RCGC_TSAN || RCGC_ASAN ? 64 : 4096)
 #define ROUND_REACH 4
-#ifndef MARK_AHEAD
-#define MARK_AHEAD 4
-#endif
 
 /* Takes from *chunks whole chunks holding at least want entries. */
 static rcgc__roots *split_chunks(rcgc__roots **chunks, size_t want)
