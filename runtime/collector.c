@@ -122,8 +122,9 @@
  * test_gc_hub).
  * A collection that runs out of memory before step 7 frees nothing,
  * restores every flag and pin, and re-buffers its roots without
- * allocating; later, no memory only means no batching, or SAVEALL garbage
- * listed by the next collection (PITFALLS 28; see struct collection).
+ * allocating; later, no memory only means surplus root chunks unmapped one
+ * at a time, or SAVEALL garbage listed by the next collection (PITFALLS 28;
+ * see struct collection).
  * Cost: the subgraph reachable from the candidates, not the heap, and for
  * background collections at most MARK_CREDIT members of marking per
  * candidate handed over, so a long-lived hub that keeps becoming a
@@ -950,7 +951,7 @@ _Static_assert(sizeof(member) == 32, "member records stay small");
  */
 typedef struct collection {
     rcgc__thread *th;
-    vec members, edges, stack, extra;
+    vec members, edges, stack;
     rcgc__roots *chunks;           /* the candidates' chunks, and room reserved */
     rcgc__roots *fill;             /* where rebuffer looks for room first */
     size_t candidates, delta_failures, sigma_failures;
@@ -1673,30 +1674,23 @@ static void examine(collection *c)
     /* Memory, BATCH_HOLD members at a time: out of the registry under its
        shard locks, then disposed while their headers are still in cache. */
     for (size_t i = 0; i < n;) {
-        c->extra.n = 0;
-        for (; i < n && c->extra.n < BATCH_HOLD; i++) {
+        rcgc__header *batch[BATCH_HOLD];
+        size_t nbatch = 0;
+
+        for (; i < n && nbatch < BATCH_HOLD; i++) {
             member *m = member_at(c, i);
             if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->fate == FATE_FREED)
                 prefetch_object(member_at(c, i + PREFETCH_AHEAD)->h);
-            if (m->fate != FATE_FREED)
-                continue;
-            if (!vec_reserve(&c->extra, 1)) {
-                rcgc__gclink_of(m->h)->index = 0;       /* no room to batch */
-                rcgc__dispose(c->th, m->h);
-                c->collected++;
-                continue;
-            }
-            VEC_AT(&c->extra, rcgc__header *, c->extra.n++) = m->h;
+            if (m->fate == FATE_FREED)
+                batch[nbatch++] = m->h;
         }
-        registry_remove_batch(&VEC_AT(&c->extra, rcgc__header *, 0), c->extra.n);
-        for (size_t k = 0; k < c->extra.n; k++) {
-            rcgc__header *h = VEC_AT(&c->extra, rcgc__header *, k);
-            rcgc__gclink_of(h)->index = 0;
-            rcgc__dispose_unlinked(c->th, h);
+        registry_remove_batch(batch, nbatch);
+        for (size_t k = 0; k < nbatch; k++) {
+            rcgc__gclink_of(batch[k])->index = 0;
+            rcgc__dispose_unlinked(c->th, batch[k]);
             c->collected++;
         }
     }
-    c->extra.n = 0;
 }
 
 /* SAVEALL: the pins of the saved members become the garbage list's
@@ -1846,7 +1840,6 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
     vec_clear(&c->members);
     vec_clear(&c->edges);
     vec_clear(&c->stack);
-    vec_clear(&c->extra);
     c->chunks = c->fill = NULL;
     c->joined = false;
     c->rounds++;
@@ -1902,11 +1895,11 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
    one rcgc_collect count as one collection. */
 #define WORK_KEEP ((size_t)256 << 10)
 static struct {
-    vec members, edges, stack, extra;
+    vec members, edges, stack;
     vec spare;                     /* surplus_release's sort */
 } work = {
     VEC_MAPPED(member), VEC_MAPPED(uint32_t), VEC_MAPPED(uint32_t),
-    VEC(rcgc__header *), VEC_MAPPED(rcgc__roots *),
+    VEC_MAPPED(rcgc__roots *),
 };
 
 static void work_trim(size_t keep)
@@ -1914,7 +1907,6 @@ static void work_trim(size_t keep)
     vec_trim(&work.members, keep);
     vec_trim(&work.edges, keep);
     vec_trim(&work.stack, keep);
-    vec_trim(&work.extra, keep);
     vec_trim(&work.spare, keep);
 }
 
@@ -1937,11 +1929,35 @@ static void chunk_retire(rcgc__roots *k)
     nsurplus++;
 }
 
-static int by_address(const void *a, const void *b)
+/* Sorts by address, in place: a heapsort, because glibc's qsort mallocs
+   its scratch (over 1 KiB of it here), and that malloc would walk the fast
+   bins this collection's frees filled (see "Large frees"). */
+static void sift_down(rcgc__roots **a, size_t root, size_t n)
 {
-    uintptr_t x = (uintptr_t)*(rcgc__roots *const *)a, y = (uintptr_t)*(rcgc__roots *const *)b;
+    for (size_t child; (child = 2 * root + 1) < n; root = child) {
+        rcgc__roots *t;
 
-    return (x > y) - (x < y);
+        if (child + 1 < n && (uintptr_t)a[child + 1] > (uintptr_t)a[child])
+            child++;
+        if ((uintptr_t)a[root] >= (uintptr_t)a[child])
+            return;
+        t = a[root];
+        a[root] = a[child];
+        a[child] = t;
+    }
+}
+
+static void sort_by_address(rcgc__roots **a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift_down(a, i, n);
+    for (size_t end = n; end > 1; end--) {
+        rcgc__roots *t = a[0];
+
+        a[0] = a[end - 1];
+        a[end - 1] = t;
+        sift_down(a, 0, end - 1);
+    }
 }
 
 static void surplus_release(void)
@@ -1964,7 +1980,7 @@ static void surplus_release(void)
         VEC_AT(v, rcgc__roots *, n++) = k;
     surplus = NULL;
     nsurplus = 0;
-    qsort(v->items, n, sizeof(rcgc__roots *), by_address);
+    sort_by_address(v->items, n);
     for (size_t i = 0, j; i < n; i = j) {
         char *start = (char *)VEC_AT(v, rcgc__roots *, i);
 
@@ -2008,7 +2024,6 @@ static size_t collect_once(bool full, size_t spend_max)
     c.members = work.members;
     c.edges = work.edges;
     c.stack = work.stack;
-    c.extra = work.extra;
 
     /* From here to the end, callbacks and finalizers included, this thread
        collects: rcgc_collect returns 0 at once, and nothing waits for a
@@ -2159,7 +2174,6 @@ static size_t collect_once(bool full, size_t spend_max)
     work.members = c.members;
     work.edges = c.edges;
     work.stack = c.stack;
-    work.extra = c.extra;
     return c.collected;
 }
 
@@ -2767,7 +2781,7 @@ void rcgc_garbage_clear(void)
 size_t rcgc__test_work_kept(void)
 {
     size_t bytes = 0;
-    vec *vs[] = { &work.members, &work.edges, &work.stack, &work.extra, &work.spare };
+    vec *vs[] = { &work.members, &work.edges, &work.stack, &work.spare };
 
     lock_collect();
     for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++)
