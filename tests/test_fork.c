@@ -53,6 +53,7 @@
 #include "rcgc.h"
 #include "internal.h"
 #include "tap.h"
+#include "gc_test.h"
 
 #define CHILD_ALARM_S 60
 
@@ -137,14 +138,6 @@ static size_t attached_threads(void)
     n = rcgc__rt.nthreads;
     pthread_mutex_unlock(&rcgc__rt.lock);
     return n;
-}
-
-static uint64_t live_now(void)
-{
-    rcgc_stats st;
-
-    rcgc_get_stats(&st);
-    return st.live;
 }
 
 /* ---- the child's report ------------------------------------------------- */

@@ -41,6 +41,7 @@
 #include "rcgc.h"
 #include "internal.h"
 #include "tap.h"
+#include "gc_test.h"
 
 #define MAGIC 0xf1a1u
 #define NSLOT 4
@@ -326,14 +327,6 @@ static int all_once(void)
 }
 
 static unsigned bad_now(void) { return __atomic_load_n(&fin_bad, __ATOMIC_RELAXED); }
-
-static uint64_t live_now(void)
-{
-    rcgc_stats st;
-
-    rcgc_get_stats(&st);
-    return st.live;
-}
 
 /* Collect until a collection finds nothing; returns the total. */
 static size_t drain(void)

@@ -39,6 +39,7 @@
 #include "rcgc.h"
 #include "internal.h"
 #include "tap.h"
+#include "gc_test.h"
 
 #define HUB_CHILDREN 20000
 #define GARBAGE      50        /* 2-cycles a round: 100 candidates */
@@ -74,14 +75,6 @@ static void hub_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
 }
 
 static const rcgc_type hub_type = { "hub", sizeof(hub), hub_traverse, NULL, 0 };
-
-static uint64_t live_now(void)
-{
-    rcgc_stats st;
-
-    rcgc_get_stats(&st);
-    return st.live;
-}
 
 /* GARBAGE 2-cycles, dropped: 2 * GARBAGE candidates. */
 /* A safepoint hands over a chunk that is full enough or has stopped

@@ -27,18 +27,9 @@
 #include <stdlib.h>
 
 #include "rcgc.h"
+#include "internal.h"
 #include "tap.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
+#include "gc_test.h"
 
 #define PAIRS 400000             /* 800 000 candidates: some 780 chunks */
 #define RING  200000
@@ -127,14 +118,6 @@ static node *node_new(void)
     if (n == NULL)
         bail_out("out of memory");
     return n;
-}
-
-static uint64_t live_now(void)
-{
-    rcgc_stats st;
-
-    rcgc_get_stats(&st);
-    return st.live;
 }
 
 static void drop_pairs(size_t n)

@@ -60,6 +60,7 @@
 #include "rcgc.h"
 #include "internal.h"
 #include "tap.h"
+#include "gc_test.h"
 
 #define PAIRS 12000              /* 24000 candidates: several rounds */
 #define HUB   100000
@@ -84,14 +85,6 @@ static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
 }
 
 static const rcgc_type node_type = { "rounds_node", sizeof(node), node_traverse, NULL, 0 };
-
-static uint64_t live_now(void)
-{
-    rcgc_stats st;
-
-    rcgc_get_stats(&st);
-    return st.live;
-}
 
 static uint64_t collections_now(void)
 {

@@ -27,17 +27,7 @@
 #include "rcgc.h"
 #include "internal.h"
 #include "tap.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
+#include "gc_test.h"
 
 #define SMALL_STACK (256 * 1024)
 #define NODE_MAGIC 0x90de5eedu
