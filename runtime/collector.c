@@ -1032,16 +1032,32 @@ static inline void prefetch_object(rcgc__header *h)
 }
 
 /* A traverse visitor that asks for what edge_visit and mark_visit will
-   read of each target: its gc_bits and its index. */
+   read of each target: its gc_bits and its index; for PREFETCH_SLOTS
+   targets of a member at most (*ctx counts down), since a big container's
+   targets would only push each other out of the cache. */
+#define PREFETCH_SLOTS 16
+
 static void prefetch_visit(rcgc_ref *slot, void *ctx)
 {
-    void *obj = rcgc__slot_load_relaxed(slot);
+    unsigned *left = ctx;
+    void *obj;
 
-    (void)ctx;
+    if (*left == 0)
+        return;
+    obj = rcgc__slot_load_relaxed(slot);
     if (obj != NULL) {
+        --*left;
         __builtin_prefetch(&rcgc__gclink_of(rcgc__hdr(obj))->index, 1);
         __builtin_prefetch(&rcgc__hdr(obj)->gc_bits, 1);
     }
+}
+
+/* Asks for the targets of member h's slots (see prefetch_visit). */
+static void prefetch_targets(rcgc__header *h)
+{
+    unsigned left = PREFETCH_SLOTS;
+
+    h->type->traverse(rcgc__body(h), prefetch_visit, &left);
 }
 
 static member *member_at(collection *c, size_t i)
@@ -1441,10 +1457,8 @@ static void examine(collection *c)
         chunk_pool_tend_at(i);
         if (i + 2 * PREFETCH_AHEAD < n)
             prefetch_object(member_at(c, i + 2 * PREFETCH_AHEAD)->h);
-        if (i + PREFETCH_AHEAD < n && n >= PREFETCH_DEEP) {
-            rcgc__header *ahead = member_at(c, i + PREFETCH_AHEAD)->h;
-            ahead->type->traverse(rcgc__body(ahead), prefetch_visit, NULL);
-        }
+        if (i + PREFETCH_AHEAD < n && n >= PREFETCH_DEEP)
+            prefetch_targets(member_at(c, i + PREFETCH_AHEAD)->h);
         s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
                                    count RMWs and merges' release of local */
         local = rcgc__u32_load_acquire(&h->ref_local);
@@ -1859,10 +1873,8 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
         chunk_pool_tend_at(i);
         if (i + 2 * PREFETCH_AHEAD < c->members.n)
             prefetch_object(member_at(c, i + 2 * PREFETCH_AHEAD)->h);
-        if (i + PREFETCH_AHEAD < c->members.n && c->members.n >= PREFETCH_DEEP) {
-            rcgc__header *ahead = member_at(c, i + PREFETCH_AHEAD)->h;
-            ahead->type->traverse(rcgc__body(ahead), prefetch_visit, NULL);
-        }
+        if (i + PREFETCH_AHEAD < c->members.n && c->members.n >= PREFETCH_DEEP)
+            prefetch_targets(member_at(c, i + PREFETCH_AHEAD)->h);
         m->h->type->traverse(rcgc__body(m->h), mark_visit, c);
         if (*chunks != NULL && c->members.n / ROUND_REACH > c->taken)
             take_rest(c, chunks);
