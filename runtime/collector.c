@@ -430,6 +430,7 @@ static void vec_trim(vec *v, size_t keep)
     vec_clear(v);
     if (keep != 0 && v->peak * v->size > keep)
         keep = v->peak * v->size;
+    keep = page_round(keep);
     v->peak = 0;
     if (v->items == NULL || bytes <= keep)
         return;
@@ -444,7 +445,6 @@ static void vec_trim(vec *v, size_t keep)
     }
     /* munmap, not mremap: the kernel zaps the pages holding the address
        space's lock for reading, so mutators' page faults go on. */
-    keep = page_round(keep);
     if (munmap((char *)v->items + keep, bytes - keep) == 0)
         v->cap = keep / v->size;
 }
@@ -2106,16 +2106,19 @@ static size_t collect_once(bool full, size_t spend_max)
     }
     want = ROUND_MIN;              /* see "Rounds" */
     do {
-        uint64_t began = clock_ns(CLOCK_MONOTONIC), grace_before = c.phase_ns[P_GRACE];
+        uint64_t began = clock_ns(CLOCK_THREAD_CPUTIME_ID), grace_before = c.phase_ns[P_GRACE];
         uint64_t grace, busy, grow;
 
         collect_round(&c, &chunks, want, full ? SIZE_MAX : spend - used);
         used += c.members.n - c.taken;
         c.examined += c.members.n;
         /* Grace periods are slow (a thread far from its next safepoint):
-           fewer of them, so that they take about half the time at most. */
+           fewer of them, so that they take about half the time at most.
+           The round's work is counted in this thread's CPU time: a
+           collector preempted while it works has not worked longer (the
+           wall time made a busy machine's rounds stay small). */
         grace = c.phase_ns[P_GRACE] - grace_before;
-        busy = clock_ns(CLOCK_MONOTONIC) - began - grace + 1;
+        busy = clock_ns(CLOCK_THREAD_CPUTIME_ID) - began + 1;
         if (grace > busy) {
             grow = grace / busy < 64 ? 2 * (grace / busy) : 128;
             want = want < SIZE_MAX / grow ? want * grow : SIZE_MAX;
