@@ -1016,10 +1016,10 @@ static bool   last_truncated;
  * on, whose header has arrived by then.  Marking breadth first, with the
  * table as its queue, is what gives it members to look ahead at: the next
  * members of a depth-first stack are the targets just found.  Step 6 asks
- * for the member records of the targets whose color it reads, and join
- * for those its union-find reads.  BM_collect_graph: about 290 ms without
- * any of this, 240 ms with it; pairs and ring unchanged.  A prefetch is
- * only a hint: a stale pointer read for one faults nothing.
+ * for the member records of the targets whose color it reads.
+ * BM_collect_graph: about 290 ms without any of this, 240 ms with it;
+ * pairs and ring unchanged.  A prefetch is only a hint: a stale pointer
+ * read for one faults nothing.
  */
 #define PREFETCH_AHEAD 8
 #define PREFETCH_DEEP  16384
@@ -1063,6 +1063,17 @@ static void prefetch_targets(rcgc__header *h)
 static member *member_at(collection *c, size_t i)
 {
     return &VEC_AT(&c->members, member, i);
+}
+
+/* Marking's and step 4's look-ahead from member i (see above). */
+static void prefetch_ahead(collection *c, size_t i)
+{
+    size_t n = c->members.n;
+
+    if (i + 2 * PREFETCH_AHEAD < n)
+        prefetch_object(member_at(c, i + 2 * PREFETCH_AHEAD)->h);
+    if (i + PREFETCH_AHEAD < n && n >= PREFETCH_DEEP)
+        prefetch_targets(member_at(c, i + PREFETCH_AHEAD)->h);
 }
 
 static size_t index_of(rcgc__header *h)
@@ -1413,9 +1424,6 @@ static void join(collection *c)
             continue;
         for (size_t e = member_at(c, i)->edges, end = edges_end(c, i); e < end; e++) {
             size_t j = VEC_AT(&c->edges, uint32_t, e);
-            if (e + PREFETCH_AHEAD < end)
-                __builtin_prefetch(member_at(c, VEC_AT(&c->edges, uint32_t,
-                                                       e + PREFETCH_AHEAD)), 1);
             if (member_at(c, j)->color == WHITE) {
                 size_t a = find(c, i), b = find(c, j);
                 if (a != b)
@@ -1455,10 +1463,7 @@ static void examine(collection *c)
         uint32_t local;
 
         chunk_pool_tend_at(i);
-        if (i + 2 * PREFETCH_AHEAD < n)
-            prefetch_object(member_at(c, i + 2 * PREFETCH_AHEAD)->h);
-        if (i + PREFETCH_AHEAD < n && n >= PREFETCH_DEEP)
-            prefetch_targets(member_at(c, i + PREFETCH_AHEAD)->h);
+        prefetch_ahead(c, i);
         s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
                                    count RMWs and merges' release of local */
         local = rcgc__u32_load_acquire(&h->ref_local);
@@ -1871,10 +1876,7 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
         member *m = member_at(c, i);
 
         chunk_pool_tend_at(i);
-        if (i + 2 * PREFETCH_AHEAD < c->members.n)
-            prefetch_object(member_at(c, i + 2 * PREFETCH_AHEAD)->h);
-        if (i + PREFETCH_AHEAD < c->members.n && c->members.n >= PREFETCH_DEEP)
-            prefetch_targets(member_at(c, i + PREFETCH_AHEAD)->h);
+        prefetch_ahead(c, i);
         m->h->type->traverse(rcgc__body(m->h), mark_visit, c);
         if (*chunks != NULL && c->members.n / ROUND_REACH > c->taken)
             take_rest(c, chunks);
@@ -2793,7 +2795,7 @@ void rcgc_garbage_clear(void)
     free(list);
 }
 
-/* The last collection's rounds, and the members it examined. */
+/* The bytes the work vectors keep between collections. */
 size_t rcgc__test_work_kept(void)
 {
     size_t bytes = 0;
@@ -2806,6 +2808,7 @@ size_t rcgc__test_work_kept(void)
     return bytes;
 }
 
+/* The last collection's rounds, and the members it examined. */
 size_t rcgc__test_last_collection(size_t *examined)
 {
     size_t rounds;
