@@ -2809,6 +2809,11 @@ size_t rcgc__test_work_kept(void)
 }
 
 /* The last collection's rounds, and the members it examined. */
+size_t rcgc__test_round_min(void)
+{
+    return ROUND_MIN;
+}
+
 size_t rcgc__test_last_collection(size_t *examined)
 {
     size_t rounds;

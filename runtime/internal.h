@@ -342,6 +342,7 @@ size_t    rcgc__test_collector_fail_after(long n);
 size_t    rcgc__test_collect_background(bool *truncated);
 size_t    rcgc__test_collect_background_spend(size_t spend, bool *truncated);
 size_t    rcgc__test_last_collection(size_t *examined);   /* rounds; examined */
+size_t    rcgc__test_round_min(void);   /* a collection's first round, in candidates */
 size_t    rcgc__test_work_kept(void);   /* bytes of work tables kept between collections */
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */

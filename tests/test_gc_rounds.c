@@ -26,11 +26,10 @@
  *            kept, intact; freed once dropped.
  *   slow     a thread stays online 20 ms between safepoints, so each
  *            round's grace period waits for it: rounds grow in proportion
- *            (at most three rounds for SLOW_PAIRS 2-cycles, where rounds
- *            of the first size would be twenty, and doubling five; in the
- *            sanitizer and hard builds, whose work is slow and first
- *            rounds small, a quarter of the fixed-size count), and all the
- *            garbage is freed.
+ *            (at most five rounds for SLOW_PAIRS 2-cycles, where rounds
+ *            of the first size would be twenty; in the sanitizer and hard
+ *            builds, whose work is slow and first rounds small, a quarter
+ *            of the fixed-size count), and all the garbage is freed.
  *
  *   bg_split the split case through a background collection
  *            (rcgc__test_collect_background: marking bounded by the
@@ -350,11 +349,14 @@ static void *busy(void *arg)
 static void test_slow(void)
 {
     /* Rounds grow until grace periods take about half the time: in this
-       build's speed, two or three rounds; in the slow builds (whose first
-       rounds are 2 or 64 candidates), many more, but a quarter of what
-       rounds of the first size would be. */
-    size_t first = RCGC_TEST_HARD ? 2 : RCGC_TSAN || RCGC_ASAN ? 64 : 4096;
-    size_t bound = first < 4096 ? 2 * SLOW_PAIRS / first / 4 : 3;
+       build's speed, three rounds, or five when the first grace periods
+       end early (the busy thread's next safepoint is anywhere from 0 to
+       20 ms away when the first one begins), against twenty rounds of the
+       first size; in the slow builds (whose first rounds are 2 or 64
+       candidates), many more, but a quarter of what rounds of the first
+       size would be. */
+    size_t first = rcgc__test_round_min();
+    size_t bound = first < 4096 ? 2 * SLOW_PAIRS / first / 4 : 5;
     uint64_t start = live_now();
     size_t got, rounds;
     pthread_t t;
