@@ -280,6 +280,37 @@ static void *foreign_owner_main(void *arg)
     return NULL;
 }
 
+static void *merged_taker_main(void *obj)
+{
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    rcgc_incref(obj);           /* on the shared word: not its owner */
+    rcgc_thread_detach();
+    return obj;
+}
+
+void *bench_merged_new(void)
+{
+    void *obj = bench_leaf_new(), *took = NULL;
+    pthread_t t;
+    int error;
+
+    if (obj == NULL)
+        return NULL;
+    rcgc_blocking_begin();
+    error = pthread_create(&t, NULL, merged_taker_main, obj);
+    if (error == 0)
+        pthread_join(t, &took);
+    rcgc_blocking_end();
+    if (took == NULL) {
+        rcgc_decref(obj);
+        errno = error ? error : EAGAIN;
+        return NULL;
+    }
+    rcgc_decref(obj);           /* our local reference, the last: merged */
+    return obj;
+}
+
 int bench_foreign_start(void **obj)
 {
     int error;

@@ -67,6 +67,12 @@ void *bench_holder_new(void *target);
 int  bench_foreign_start(void **obj);
 void bench_foreign_stop(void);
 
+/* The merged case: an object of the caller's whose counts are merged (a
+   second thread took a reference, then the caller dropped its own: the
+   owner's last local reference merges).  The caller holds the one
+   reference left and counts as a non-owner.  NULL + errno on failure. */
+void *bench_merged_new(void);
+
 #ifdef __cplusplus
 }
 #endif

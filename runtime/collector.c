@@ -107,6 +107,12 @@
  * live object could reach it, and garbage stays garbage.  DYING, set by
  * the same CAS, turns away the one kind of access that needs no reference,
  * a load racing the slot overwrite that made the cycle garbage.
+ * (Equal words at the test mean unchanged ones: DIRTY, which only the
+ * next flag clears, follows every count change of a flagged word but one,
+ * a merged decrement by fetch_sub, which with an increment could restore
+ * the word; but only a holder decrements, and a thread holding a
+ * reference to a white member took it by a try-increment or an exchange,
+ * each of which set DIRTY: refcount.c, "Merged decrements".)
  * Liveness (Paz et al. showed the original algorithm can defer a cycle
  * forever): a component fails the Delta-test only if one of its own
  * members' words changed after step 4 read it, that is, only if a thread

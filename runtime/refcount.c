@@ -67,8 +67,9 @@
  * thread changes it only while the owner is blocked or gone, under a lock
  * the owner takes before it runs again.  Non-owner decrements are release
  * (they may be the last access before someone else frees); every RMW that
- * can decide a free is acq_rel, so the releasing thread happens-after every
- * earlier access of every other holder.  The owner's zero path reads the
+ * can decide a free is acq_rel, or, for a merged decrement by fetch_sub,
+ * release followed by an acquire load of the word, so the releasing thread
+ * happens-after every earlier access of every other holder.  The owner's zero path reads the
  * shared word with acquire (CPython gh-117657) and decides by CAS.
  *
  * The collector's flags (collector.c).  The owner word carries UNBUFFERED
@@ -78,7 +79,8 @@
  * the shared word instead, so ref_local holds still).  The shared word
  * carries SCAN and DIRTY: a count change or merge that sees SCAN sets
  * DIRTY, in the same CAS where it can, and a merge sets it before it
- * touches ref_local (PROTOCOL-REVIEW hole 5).  Both words are changed by
+ * touches ref_local (PROTOCOL-REVIEW hole 5); a merged decrement by
+ * fetch_sub sets none (see "Merged decrements" for why none is needed).  Both words are changed by
  * fetch_or/fetch_and or CAS only, never by a plain store over a flag
  * (hole 4), and every lookup of a thread masks the flags.
  *
@@ -333,6 +335,71 @@ void rcgc__decref_shared_slow(void *obj)
             rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
             return;
         }
+    }
+}
+
+/*
+ * Merged decrements.  A non-owner decrement of an object that reads merged
+ * in the owner word (tid 0: I2) and needs no buffering is one fetch_sub,
+ * with no load of the shared word before it: on this machine a load of a
+ * word just written by a locked RMW waits about 4 ns for that store, more
+ * than the whole fetch_sub (TOOLCHAIN.md; BM_pair_atomic_cas against
+ * BM_pair_atomic).  The word it replaced then says whether anything is
+ * left to do (rcgc__shared_sub_is_plain), and nothing is, except:
+ *
+ *   MERGED, count 1   ours was the last reference: release, as the CAS
+ *                     would have (DYING: decided elsewhere, nothing to do);
+ *   IMMORTAL          taken back (its count never changes; never freed);
+ *   MERGED, <= 0      an over-release: taken back, and a misuse abort.
+ *
+ * Why only merged.  An unmerged decrement at shared count 0 must queue the
+ * object instead, with the decrement's reference (I3), and only a CAS can
+ * decide that in the same step as the count: a fetch_sub that finds 0
+ * would have to take itself back afterwards, and in between a second
+ * non-owner's decrement, queue and merge (on behalf of a gone owner) can
+ * free the object under the first one's hands (tried: stress_lastref's
+ * gone_local mode, two non-owners dropping references counted in a gone
+ * owner's local count, aborts within a second).  The owner word's tid is cleared by every merge before MERGED
+ * is published and never set again, so a decrement that reads tid 0 can
+ * meet an unmerged word only mid-merge: a queue entry's merge (the word
+ * still QUEUED: the decrement stands) or the owner's at its last local
+ * reference (ref_local 1 while this thread holds a reference too, so the
+ * shared count is at least 1: plain).  rcgc__decref_merged_done checks the
+ * rest.
+ *
+ * No DIRTY, even while SCAN is set: after its fetch_sub the decrementing
+ * thread holds nothing, so it must not touch the object again (another
+ * holder may release it at once).  The Delta-test does not need it: a
+ * thread can decrement only a reference it holds, and a thread holding a
+ * reference to a white member either held it at step 4, where it was
+ * counted (the member is black), or took it out of a member's slot, or
+ * took it since, by an exchange barrier or a try-increment, each of which
+ * sets DIRTY in its own RMW; the other member of an internal edge whose
+ * reference is dropped is in the same component, which then fails.
+ * tests/model/rcgc.pml checks the protocol with this decrement.
+ */
+void rcgc__decref_merged_done(void *obj, intptr_t old)
+{
+    rcgc__header *h = rcgc__hdr(obj);
+    intptr_t count = shared_count(old);
+
+    if (old & RCGC__SHARED_IMMORTAL) {
+        rcgc__sword_fetch_add_relaxed(&h->ref_shared, RCGC__SHARED_ONE);
+        return;
+    }
+    /* Unmerged with nothing pending: a merge in progress that the argument
+       above says cannot be. */
+    rcgc_assert_internal(old & RCGC__SHARED_MERGED);
+    if (count <= 0) {
+        rcgc__sword_fetch_add_relaxed(&h->ref_shared, RCGC__SHARED_ONE);
+        rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
+        return;
+    }
+    if (count == 1 && !(old & RCGC__SHARED_DYING)) {
+        /* Acquire (PITFALLS 10): reading our RMW's word, or a later one,
+           synchronizes with every release decrement before ours. */
+        (void)rcgc__sword_load_acquire(&h->ref_shared);
+        rcgc__release(h);
     }
 }
 

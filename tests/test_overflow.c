@@ -9,7 +9,9 @@
  *   - non-owner increments past RCGC__SHARED_SATURATE make the object
  *     immortal: rcgc_refcount is SIZE_MAX, decrements (owner and
  *     non-owner, any number) are no-ops, it is never finalized;
- *   - an owner spill that reaches the bound makes it immortal too.
+ *   - an owner spill that reaches the bound makes it immortal too;
+ *   - so does an increment of a merged object, whose non-owner decrements
+ *     (one fetch_sub each, taken back) leave the count at the bound.
  * Counts are restored with the hook where the object is not immortal, so
  * everything else is freed; immortal objects stay reachable from globals
  * (LeakSanitizer does not count them as leaks).
@@ -45,7 +47,7 @@ static unsigned fin(void) { return __atomic_load_n(&fin_count, __ATOMIC_RELAXED)
 
 /* Immortal objects are never freed: keep their blocks (the header is the
    start of the allocation) reachable so LeakSanitizer does not report them. */
-void *volatile rcgc_test_immortal_blocks[2];
+void *volatile rcgc_test_immortal_blocks[3];
 
 static intptr_t shared_word(const void *obj)
 {
@@ -192,6 +194,24 @@ int main(void)
     rcgc_decref(o);
     rcgc_decref(o);
     is_size(rcgc_refcount(o), SIZE_MAX, "owner decrements leave it immortal");
+    is_uint(fin(), 1, "never finalized");
+
+    /* -- a merged object saturates; its non-owners decrement by fetch_sub -- */
+    o = rcgc_new(&num_type);
+    rcgc_test_immortal_blocks[2] = rcgc__hdr(o);
+    rcgc__test_set_counts(o, 1, 5);
+    rcgc_decref(o);                   /* the owner's last local reference: merged 5 */
+    rcgc__test_set_counts(o, 0, SAT_COUNT - 1);
+    rcgc_incref(o);                   /* owner word 0: we count on the shared word */
+    ok((shared_word(o) & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) ==
+           (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL),
+       "pitfall 9: a merged object's increment across the bound makes it immortal");
+    for (i = 0; i < 5000; i++)
+        rcgc_decref(o);               /* fetch_sub, then taken back */
+    ok((shared_word(o) >> RCGC__SHARED_SHIFT) == SAT_COUNT,
+       "5000 merged decrements leave the count at the bound (%ld)",
+       (long)(shared_word(o) >> RCGC__SHARED_SHIFT));
+    is_size(rcgc_refcount(o), SIZE_MAX, "still immortal");
     is_uint(fin(), 1, "never finalized");
 
     rcgc_shutdown();

@@ -99,6 +99,7 @@ void rcgc__incref_owner_spill(void *obj);
 void rcgc__incref_saturate(void *obj);
 void rcgc__decref_owner_last(void *obj);
 void rcgc__decref_shared_slow(void *obj);
+void rcgc__decref_merged_done(void *obj, intptr_t old);
 void rcgc__decref_owner_unbuffered(void *obj);
 void rcgc__incref_flagged(void *obj, intptr_t old);
 void rcgc__buffer_root(void *obj);
@@ -126,6 +127,18 @@ static inline int rcgc__shared_dec_is_plain(intptr_t shared)
     return !(shared & (RCGC__SHARED_IMMORTAL | RCGC__SHARED_SCAN)) &&
            (shared >= 2 * RCGC__SHARED_ONE ||
             (shared >= RCGC__SHARED_ONE && !(shared & RCGC__SHARED_MERGED)));
+}
+
+/* The same for a decrement already made by fetch_sub on a word that read
+   merged, or mid-merge, when it was chosen (`shared` is the word before
+   it): nothing is left to do.  SCAN asks for nothing here (no DIRTY: see
+   refcount.c, "Merged decrements"). */
+static inline int rcgc__shared_sub_is_plain(intptr_t shared)
+{
+    return !(shared & RCGC__SHARED_IMMORTAL) &&
+           (shared >= 2 * RCGC__SHARED_ONE ||
+            (!(shared & RCGC__SHARED_MERGED) &&
+             (shared >= RCGC__SHARED_ONE || (shared & RCGC__SHARED_QUEUED))));
 }
 
 #if defined(__GNUC__)
@@ -190,8 +203,20 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
         rcgc__decref_owner_unbuffered(obj);     /* a candidate root first */
         return;
     }
+    /* Merged (no owner, I2) and nothing to buffer: one fetch_sub, and a
+       look at the word it replaced (refcount.c, "Merged decrements").
+       Release pairs with the acquire of whoever later decides the free. */
+    if ((owner & ~RCGC__OWNER_FLAGS) == 0 &&
+        (__atomic_load_n(&h->gc_bits.v, __ATOMIC_RELAXED) &
+         (RCGC__GC_TRACKED | RCGC__GC_BUFFERED)) != RCGC__GC_TRACKED) {
+        shared = __atomic_fetch_sub(&h->ref_shared.v, RCGC__SHARED_ONE, __ATOMIC_RELEASE);
+        if (__builtin_expect(!rcgc__shared_sub_is_plain(shared), 0))
+            rcgc__decref_merged_done(obj, shared);
+        return;
+    }
     /* Release pairs with the acquire CAS of whoever later decides the free
-       (refcount.c). */
+       (refcount.c).  Unmerged, the decision to queue must be made in the
+       same RMW as the decrement (refcount.c, "Merged decrements"). */
     shared = __atomic_load_n(&h->ref_shared.v, __ATOMIC_RELAXED);
     if (rcgc__shared_dec_is_plain(shared)) {
         rcgc__maybe_buffer(h, obj);       /* the count stays nonzero */

@@ -33,16 +33,17 @@
  * covered, but not concurrently with a collection.
  *
  * Configurations checked in CI (run_model.sh; bitstate, 2^32 bits):
- *   real           K1 = K2 = 1, all kinds: ~47 M states (0 errors; the
- *                  same configuration exhaustively, -DCOLLAPSE: 47,104,210
- *                  states, 0 errors)
+ *   real           K1 = K2 = 1, all kinds: ~48 M states (0 errors; before
+ *                  merged decrements by fetch_sub, the same configuration
+ *                  exhaustively, -DCOLLAPSE: 47,104,210 states, 0 errors)
  *   real_exchange  K1 = 2, K2 = 1, exchanges only: ~87 M states (0 errors;
- *                  exhaustively 86,973,232 states, 0 errors)
+ *                  before merged decrements by fetch_sub, exhaustively
+ *                  86,973,232 states, 0 errors)
  *   weak           K1 = 2, K2 = 1, decrements and weak upgrades (OPS 17), a
- *                  weak reference to o0: ~12 M states (0 errors; to o2,
+ *                  weak reference to o0: ~13 M states (0 errors; to o2,
  *                  -DWEAK=3: ~13 M; K1 = 1, K2 = 2: ~6 M)
  *   weak_all       K1 = K2 = 1, every kind (OPS 31), a weak reference to
- *                  o0: ~56 M states (0 errors)
+ *                  o0: ~57 M states (0 errors)
  * Every seeded bug below is run at the configuration named with it.
  *
  * Encoding (follows include/rcgc/biased.h):
@@ -64,9 +65,14 @@
  *                      after the owner-word load); else fetch_add on shared,
  *                      and rcgc__incref_flagged (fetch_or DIRTY) if SCAN.
  *   rcgc_decref        biased.h rcgc_decref: owner word == tid -> local - 1,
- *                      or rcgc__decref_owner_last at local <= 1; else
- *                      rcgc__shared_dec_is_plain + CAS loop, else
+ *                      or rcgc__decref_owner_last at local <= 1; owner word
+ *                      tid 0 (merged) -> decref_fetch_sub or the CAS (the
+ *                      C code's choice, by BUFFERED, is not modelled);
+ *                      else rcgc__shared_dec_is_plain + CAS loop, else
  *                      rcgc__decref_shared_slow (refcount.c).
+ *   decref_fetch_sub   biased.h's fetch_sub and rcgc__decref_merged_done:
+ *                      one step count - 1, no DIRTY; release iff the word
+ *                      it replaced was MERGED count 1 without DYING.
  *   decref_shared_slow refcount.c rcgc__decref_shared_slow: MERGED -> CAS
  *                      count-1 (| DIRTY if SCAN), release iff the CAS
  *                      produced MERGED 0 without DYING; unmerged count > 0 or
@@ -172,6 +178,10 @@
  *      merely not RECLAIMED): the C code returns a garbage member's memory
  *      at once unless it was ever overwritten out of a slot, so only the
  *      clearing before the dispose keeps an upgrade off it.
+ *   A9 a decrement by fetch_sub (chosen because the owner word read tid 0)
+ *      replaces a merged word, or one mid-merge with nothing left to do:
+ *      QUEUED, or count >= 1 (refcount.c, "Merged decrements").  With A1-A3
+ *      this checks that its missing DIRTY leaves the Delta-test sound.
  *
  * Abstractions (what is not modelled)
  * ===================================
@@ -518,12 +528,38 @@ inline decref_shared(o)
     fi
 }
 
+/* The inline decrement of an object that reads merged in the owner word
+   (biased.h: one fetch_sub; C takes it only for an object that needs no
+   buffering, which is not modelled: either form may run) and
+   rcgc__decref_merged_done: nothing after the RMW but the release at
+   MERGED count 1 without DYING; no DIRTY.  A9: the word it replaced is
+   merged, or mid-merge with nothing left to do. */
+inline decref_fetch_sub(o)
+{
+    d_step {
+        TOUCH(o);
+        d_s = sh[o];
+        I2(o, d_s);
+        sh[o] = d_s - ONE;
+        d_c = CNT(d_s);
+        assert((d_s & MERGED) || d_c > 0 || (d_s & QUEUED));   /* A9 */
+        assert(!(d_s & MERGED) || d_c > 0);                    /* A4 */
+        d_act = (((d_s & MERGED) && d_c == 1 && !(d_s & DYING)) -> 1 : 0);
+        d_s = 0; d_c = 0
+    }
+    if
+    :: d_act == 1 -> release(o)
+    :: else
+    fi
+}
+
 /* rcgc_decref(o): drops one reference this thread holds (the ghost count
    goes down in the first step, the relaxed load of the owner word). */
 inline rcgc_decref(o)
 {
     if
-    :: me == COLL -> d_step { hold[me*NO+o]--; d_w = 0 }   /* the collector owns nothing */
+    :: me == COLL -> d_step { hold[me*NO+o]--; TOUCH(o); d_w = OWNER_TID(ow[o]) * 8 }
+                                          /* the collector owns nothing; tid 0: merged */
     :: else -> d_step { hold[me*NO+o]--; TOUCH(o); d_w = ow[o] }
     fi;
     if
@@ -531,7 +567,12 @@ inline rcgc_decref(o)
        d_step { TOUCH(o); d_l = lc[o]; if :: d_l > 1 -> lc[o] = d_l - 1 :: else fi }
        if :: d_l > 1 :: else -> decref_owner_last(o) fi
     :: else ->
-       decref_shared(o)
+       if
+       :: decref_shared(o)
+#ifndef NO_FETCH_SUB
+       :: OWNER_TID(d_w) == 0 -> decref_fetch_sub(o)
+#endif
+       fi
     fi
 }
 
