@@ -678,19 +678,26 @@ _Static_assert(sizeof(rcgc__roots) % ROOTS_ALIGN == 0, "aligned_alloc's rule");
    which a test makes by the million, come from malloc. */
 #define CHUNK_MAPPED (sizeof(rcgc__roots) >= 4096)
 
+/* Chunks in existence, for a test's leak check (rcgc__test_chunks). */
+static rcgc__u64 chunks_live;
+
 static rcgc__roots *chunk_alloc(void)
 {
     void *p;
 
     if (!CHUNK_MAPPED)
-        return aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
-    p = mmap(NULL, sizeof(rcgc__roots), PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+        p = aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
+    else if ((p = mmap(NULL, sizeof(rcgc__roots), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) == MAP_FAILED)
+        p = NULL;
+    if (p != NULL)
+        rcgc__u64_fetch_add_relaxed(&chunks_live, 1);
+    return p;
 }
 
 static void chunk_free(rcgc__roots *k)
 {
+    rcgc__u64_fetch_add_relaxed(&chunks_live, (uint64_t)-1);
     if (CHUNK_MAPPED)
         munmap(k, sizeof(rcgc__roots));
     else
@@ -1938,6 +1945,8 @@ static void work_trim(size_t keep)
    them in runs of adjacent ones.  collect_mutex protects the list. */
 static rcgc__roots *surplus;
 static size_t       nsurplus;
+static size_t       surplus_one_by_one;   /* chunks the fallback unmapped (tests) */
+static bool         surplus_sort_fails;   /* a test's injected failure */
 
 static void chunk_retire(rcgc__roots *k)
 {
@@ -1988,7 +1997,8 @@ static void surplus_release(void)
 
     if (surplus == NULL)
         return;
-    if (!vec_reserve(v, nsurplus)) {           /* no room to sort: one by one */
+    if (surplus_sort_fails || !vec_reserve(v, nsurplus)) {   /* no room to sort: one by one */
+        surplus_one_by_one += nsurplus;
         while (surplus != NULL) {
             rcgc__roots *k = surplus;
             surplus = k->next;
@@ -2009,6 +2019,7 @@ static void surplus_release(void)
                                      start + (j - i) * sizeof(rcgc__roots); j++)
             ;
         munmap(start, (j - i) * sizeof(rcgc__roots));
+        rcgc__u64_fetch_add_relaxed(&chunks_live, (uint64_t)-(j - i));
     }
     v->n = 0;
 }
@@ -2812,6 +2823,21 @@ size_t rcgc__test_work_kept(void)
         bytes += vs[i]->cap * vs[i]->size;
     pthread_mutex_unlock(&collect_mutex);
     return bytes;
+}
+
+/* Root chunks in existence (mapped, or from malloc in the hard build), and
+   how many the surplus fallback has unmapped one by one so far; fail (0 or
+   1; else unchanged) sets whether the next collections find no memory to
+   sort their surplus. */
+size_t rcgc__test_chunks(int fail, size_t *one_by_one)
+{
+    lock_collect();
+    if (fail == 0 || fail == 1)
+        surplus_sort_fails = fail;
+    if (one_by_one != NULL)
+        *one_by_one = surplus_one_by_one;
+    pthread_mutex_unlock(&collect_mutex);
+    return (size_t)rcgc__u64_load_relaxed(&chunks_live);
 }
 
 /* The last collection's rounds, and the members it examined. */

@@ -1,0 +1,97 @@
+/*
+ * test_gc_surplus.c: root chunks emptied beyond the chunk pool's bound are
+ * unmapped at the collection's end, sorted by address into runs of
+ * adjacent chunks, or, when there is no memory to sort them, one by one
+ * (runtime/collector.c, surplus_release): either way none is kept and none
+ * is leaked.
+ *
+ *   sorted      PAIRS garbage 2-cycles (more candidates than the pool's
+ *               chunks hold) collected: everything freed, and afterwards
+ *               at most the pool's bound of chunks exists, plus this
+ *               thread's few;
+ *   one by one  the same with the sort's memory refused
+ *               (rcgc__test_chunks): the fallback unmapped the surplus,
+ *               which was not empty, and the same bound holds;
+ *   again       the sort works again: a third collection, same bound, and
+ *               the fallback not used.
+ *
+ * The hard build's chunks hold two entries and come from malloc, and a
+ * collection keeps every one of them in the pool: no surplus, skipped.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "rcgc.h"
+#include "internal.h"
+#include "tap.h"
+#include "gc_test.h"
+
+#define PAIRS      200000        /* 400 000 candidates: some 390 chunks */
+#define POOL_MAX   256           /* collector.c's CHUNK_POOL_MAX */
+#define OWN_SLACK  8             /* this thread's chunk and spares */
+
+typedef struct node {
+    rcgc_ref next;
+} node;
+
+static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    visit(&((node *)obj)->next, ctx);
+}
+
+static const rcgc_type node_type = { "surplus_node", sizeof(node), node_traverse, NULL, 0 };
+
+static void drop_pairs(size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        node *a = rcgc_new(&node_type), *b = rcgc_new(&node_type);
+
+        if (a == NULL || b == NULL)
+            bail_out("out of memory");
+        rcgc_ref_init(&a->next, b);
+        rcgc_ref_init(&b->next, a);
+        rcgc_decref(a);
+        rcgc_decref(b);
+        if (i % 1024 == 0)
+            rcgc_safepoint();
+    }
+}
+
+static void round_of(const char *what, int fail, int fallback_expected)
+{
+    uint64_t live = live_now();
+    size_t before, after, chunks, got;
+
+    (void)rcgc__test_chunks(fail, &before);
+    drop_pairs(PAIRS);
+    got = rcgc_collect();
+    chunks = rcgc__test_chunks(0, &after);
+    ok(got == 2 * (size_t)PAIRS && live_now() == live,
+       "%s: every 2-cycle collected (%zu of %zu)", what, got, 2 * (size_t)PAIRS);
+    if (fallback_expected)
+        ok(after > before, "%s: the surplus went one by one (%zu chunks)", what,
+           after - before);
+    else
+        is_size(after - before, 0, "%s: the fallback not used", what);
+    ok(chunks <= POOL_MAX + OWN_SLACK,
+       "%s: %zu chunks left, at most the pool's %d and this thread's %d", what, chunks,
+       POOL_MAX, OWN_SLACK);
+}
+
+int main(void)
+{
+    rcgc_options opts = { 0 };
+
+    if (RCGC_TEST_HARD) {
+        skip("the hard build's chunks come from malloc and all go to the pool");
+        return done_testing();
+    }
+    opts.manual = 1;
+    TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init (manual)");
+    round_of("sorted", 0, 0);
+    round_of("one by one", 1, 1);
+    round_of("again", 0, 0);
+    rcgc_shutdown();
+    return done_testing();
+}
