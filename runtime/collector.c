@@ -7,7 +7,8 @@
  * Colors (Bacon and Rajan's names; where each lives here)
  * ======
  *   black   in use: not examined, or examined and found externally referenced
- *   purple  a possible cycle root: RCGC__GC_BUFFERED, an entry in a root buffer
+ *   purple  a possible cycle root: an entry in a root buffer, and no
+ *           RCGC__OWNER_UNBUFFERED in its owner word
  *   gray    being examined: an entry in this collection's member table, pinned,
  *           RCGC__OWNER_SCAN in its owner word and RCGC__SHARED_SCAN in its
  *           shared word
@@ -16,18 +17,21 @@
  *   (DYING  white and proven: its teardown has begun; loads refuse it)
  *
  * Candidate roots.  A decrement that leaves a tracked object (a traverse, no
- * RCGC_TYPE_ACYCLIC) alive, and an exchange that stores one, set BUFFERED
- * once and append the object to the calling thread's root chunk
- * (rcgc__buffer_root; the check is inline in <rcgc/biased.h>).  A chunk is
+ * RCGC_TYPE_ACYCLIC) alive, and an exchange that stores one, clear
+ * UNBUFFERED in its owner word (whoever clears it buffers it: once) and
+ * append the object to the calling thread's root chunk (rcgc__buffer_root;
+ * the check is inline in <rcgc/biased.h>, on the owner word the count
+ * paths load anyway).  A chunk is
  * handed to the collector when full, at safepoints (once it holds
  * RCGC__ROOTS_SEAL_AT, or has stopped growing: rcgc__roots_safepoint), at
  * blocking regions, and at detach or exit; rcgc_collect also takes every
  * thread's partial chunk.  A thread with no memory for a chunk marks the
  * object MISSED instead, and the next collection finds it in the registry
  * (find_missed).  An entry holds no reference: an object released while
- * BUFFERED becomes a ZOMBIE whose memory the entry's consumer returns
- * (exactly one of rcgc__dispose's fetch_or and the consumer's fetch_and
- * sees the other's bit; PITFALLS 14).  Handing over takes no lock (a
+ * buffered becomes a ZOMBIE whose memory the entry's consumer returns
+ * (both set their bit in the owner word by fetch_or, rcgc__dispose ZOMBIE
+ * and the consumer UNBUFFERED, and exactly one sees the other's;
+ * PITFALLS 14).  Handing over takes no lock (a
  * lock-free stack and a semaphore; see hand_over), nor does adding to a
  * chunk (its slot is claimed by exchange; see roots_claim), nor anything
  * else a mutator does here: the registry of tracked objects defers to
@@ -40,8 +44,9 @@
  *  1. roots    each candidate is pinned and flagged (rcgc__pin_flag: the
  *              validated try-increment of rcgc_ref_load, whose CAS also
  *              sets SCAN and clears DIRTY in the shared word; then
- *              fetch_or OWNER_SCAN in the owner word), and its BUFFERED bit
- *              cleared; dead ones are skipped, zombies freed.
+ *              fetch_or OWNER_SCAN in the owner word, with UNBUFFERED: the
+ *              entry is consumed in the same RMW); dead ones are skipped,
+ *              zombies freed.
  *  2. mark     from the roots, breadth first with the member table as its
  *              queue (no stack, no recursion), every tracked object
  *              reachable through slots is pinned and flagged the same way.
@@ -576,7 +581,7 @@ static void lock_collect(void)
 }
 
 /* Failed Delta-tests and resurrected components, buffered again (their
-   BUFFERED bit is set): the next collection's first candidates.
+   UNBUFFERED bit is clear): the next collection's first candidates.
    Protected by collect_mutex. */
 static rcgc__roots *retry;
 static size_t       retried;       /* members the last collection put back */
@@ -835,9 +840,10 @@ void rcgc__buffer_root(void *obj)
 
     if (th == NULL || th->no_buffer)
         return;
-    if (rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_BUFFERED) & RCGC__GC_BUFFERED)
+    /* Buffered once: by whoever clears UNBUFFERED. */
+    if (!(rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED) &
+          RCGC__OWNER_UNBUFFERED))
         return;
-    rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
     k = roots_claim(th);
     if (k == NULL) {
         k = chunk_get(th);
@@ -846,9 +852,8 @@ void rcgc__buffer_root(void *obj)
                decrement tries again) and MISSED, for the collector to find
                in the registry should there be no next decrement. */
             roots_release(th, NULL);
-            rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
             rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_MISSED);
-            rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_BUFFERED);
+            rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
             /* seq_cst, after the flag: a collection that takes the count
                finds the flag. */
             rcgc__u64_fetch_add_seq_cst(&missed, 1);
@@ -957,7 +962,7 @@ _Static_assert(sizeof(member) == 32, "member records stay small");
  * collection then frees nothing, unflags and unpins every member, and puts
  * only its roots back among the candidates (every other member was reached
  * from them); candidates it had no room to take stay in their chunks,
- * still BUFFERED.  Putting back never allocates: the chunks the candidates
+ * still buffered.  Putting back never allocates: the chunks the candidates
  * came in stay with the collection, room for every root, and before step 7
  * it reserves room for every member that may yet go back (or, failing,
  * un-DYINGs its garbage and takes the out-of-memory way).
@@ -1219,16 +1224,16 @@ static bool take_candidate(collection *c, rcgc__header *h)
     if (!member_room(c))
         return false;
     enter = marked == 0 && !(bits & RCGC__GC_FROZEN);
-    /* UNBUFFERED before BUFFERED goes: an owner decrement between the two
-       buffers nothing, but this collection examines the object after it
-       anyway (its counts are read after the grace period, or its word
-       changed).  The pin keeps a zombie from forming meanwhile.  A marked
-       object's count is left alone (a second pin would make it DIRTY). */
+    /* The entry goes: UNBUFFERED again, in the flag's own RMW for a member
+       (a decrement from here on buffers the object anew; this collection
+       examines it after that decrement anyway: its counts are read after
+       the grace period, or its word changed).  The pin keeps a zombie from
+       forming meanwhile.  A marked object's count is left alone (a second
+       pin would make it DIRTY). */
     if (marked != 0 ||
         (enter ? rcgc__pin_flag(h, RCGC__OWNER_UNBUFFERED) : rcgc__try_incref(h))) {
         if (!enter)
             rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
-        rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
         if (enter)
             add_member(c, h, true);
         else if (marked != 0)
@@ -1239,9 +1244,9 @@ static bool take_candidate(collection *c, rcgc__header *h)
         return true;
     }
     /* Dead: the entry goes, and a zombie's memory with it.  acq_rel pairs
-       with rcgc__dispose. */
-    bits = rcgc__u32_fetch_and_acq_rel(&h->gc_bits, ~RCGC__GC_BUFFERED);
-    if (bits & RCGC__GC_ZOMBIE)
+       with rcgc__dispose_unlinked: of its ZOMBIE and our UNBUFFERED, set by
+       RMWs on the one word, exactly one finds the other's. */
+    if (rcgc__word_fetch_or_acq_rel(&h->owner, RCGC__OWNER_UNBUFFERED) & RCGC__OWNER_ZOMBIE)
         rcgc__free_memory(c->th, h);
     return true;
 }
@@ -1259,7 +1264,7 @@ static void take_candidates(collection *c, rcgc__roots *chunks)
             if (i + PREFETCH_AHEAD < chunk->n)
                 prefetch_object(chunk->items[i + PREFETCH_AHEAD]);
             c->candidates++;
-            /* No room to examine it: the entry stays, BUFFERED, for the
+            /* No room to examine it: the entry stays, buffered, for the
                next collection (a zombie's too: its consumer frees). */
             if (!take_candidate(c, chunk->items[i]))
                 chunk->items[kept++] = chunk->items[i];
@@ -1304,11 +1309,9 @@ static void find_missed(rcgc__roots **chunks)
         }
         if (!short_of_memory) {
             rcgc__u32_fetch_and_relaxed(&h->gc_bits, ~RCGC__GC_MISSED);
-            if (!(rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_BUFFERED) &
-                  RCGC__GC_BUFFERED)) {
-                rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
+            if (rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED) &
+                RCGC__OWNER_UNBUFFERED)
                 k->items[k->n++] = h;
-            }
         }
         unpin(h);
     }
@@ -1339,9 +1342,9 @@ static bool reserve_room(collection *c, size_t n)
 /* A candidate again: into the room the collection holds, so it cannot fail. */
 static void rebuffer(collection *c, rcgc__header *h)
 {
-    if (rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_BUFFERED) & RCGC__GC_BUFFERED)
+    if (!(rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED) &
+          RCGC__OWNER_UNBUFFERED))
         return;
-    rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED);
     while (c->fill != NULL && c->fill->n == RCGC__ROOTS_CHUNK)
         c->fill = c->fill->next;
     rcgc_assert_internal(c->fill != NULL);
@@ -2144,7 +2147,7 @@ static size_t collect_once(bool full, size_t spend_max)
         }
     } while (chunks != NULL && !c.oom);
     if (chunks != NULL) {
-        /* Out of memory: the rounds not begun keep their entries, BUFFERED,
+        /* Out of memory: the rounds not begun keep their entries, buffered,
            for the next collection. */
         for (tail = chunks; tail->next != NULL; tail = tail->next)
             retried += tail->n;

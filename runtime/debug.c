@@ -99,7 +99,7 @@ void rcgc__poison(rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
 
-    /* CAS: the collector may clear BUFFERED meanwhile. */
+    /* CAS: the collector may set or clear MISSED meanwhile. */
     while (!rcgc__u32_cas_acq_rel(&h->gc_bits, &bits,
                                   (bits & RCGC__GC_FLAGS) | RCGC__MAGIC_DEAD))
         ;

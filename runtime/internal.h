@@ -67,14 +67,13 @@
 /* Candidates handed over that wake the background collector by default. */
 #define RCGC__THRESHOLD_DEFAULT (RCGC_TEST_HARD ? 1 : 10000)
 
-/* gc_bits: low 16 bits are flags, high 16 bits the magic.  TRACKED and
-   BUFFERED are in <rcgc/biased.h> (bits 2, 3). */
+/* gc_bits: low 16 bits are flags, high 16 bits the magic.  TRACKED is in
+   <rcgc/biased.h> (bit 2); whether a tracked object is in a root buffer,
+   and ZOMBIE, are in its owner word (RCGC__OWNER_UNBUFFERED, _ZOMBIE). */
 #define RCGC__GC_UNLINKED    (1u << 0)  /* overwritten out of a slot at least once:
                                            its memory waits for a grace period */
 #define RCGC__GC_FINALIZED   (1u << 1)  /* finalize has run */
 #define RCGC__GC_FROZEN      (1u << 4)  /* rcgc_freeze(): collections ignore it */
-#define RCGC__GC_ZOMBIE      (1u << 5)  /* released while BUFFERED: the buffer's
-                                           consumer returns its memory */
 #define RCGC__GC_MISSED      (1u << 6)  /* a decrement found no memory for a root
                                            chunk: the collector looks for it in
                                            the registry */

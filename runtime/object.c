@@ -174,18 +174,17 @@ void rcgc__dispose(rcgc__thread *th, rcgc__header *h)
 /* rcgc__dispose for an object already out of the registry. */
 void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h)
 {
-    uint32_t bits;
-
     rcgc__counter_bump(&th->freed);
     if (RCGC_DEBUG)
         rcgc__poison(h);
-    /* acq_rel: pairs with the collector's fetch_and of BUFFERED; exactly
-       one of the two sees the other's bit and frees.  Only tracked objects
-       are ever buffered, and nobody buffers a dead object: BUFFERED seen
-       clear (acquire: after the collector's last access) stays clear. */
-    bits = rcgc__u32_load_acquire(&h->gc_bits);
-    if ((bits & RCGC__GC_BUFFERED) &&
-        (rcgc__u32_fetch_or_acq_rel(&h->gc_bits, RCGC__GC_ZOMBIE) & RCGC__GC_BUFFERED))
+    /* A tracked object is buffered while its owner word lacks UNBUFFERED.
+       acq_rel: pairs with the entry's consumer's fetch_or of UNBUFFERED
+       (collector.c, take_candidate); exactly one of the two sees the
+       other's bit and frees.  Nobody buffers a dead object: UNBUFFERED
+       seen set (acquire: after the consumer's last access) stays set. */
+    if ((rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED) &&
+        !(rcgc__word_load_acquire(&h->owner) & RCGC__OWNER_UNBUFFERED) &&
+        !(rcgc__word_fetch_or_acq_rel(&h->owner, RCGC__OWNER_ZOMBIE) & RCGC__OWNER_UNBUFFERED))
         return;
     rcgc__free_memory(th, h);
 }

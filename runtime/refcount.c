@@ -74,15 +74,17 @@
  *
  * The collector's flags (collector.c).  The owner word carries UNBUFFERED
  * (a tracked object not in a root buffer: the owner's inline decrement
- * misses and buffers it first; the increment ignores the bit) and SCAN
- * (the collector examines it: every owner operation misses and counts on
- * the shared word instead, so ref_local holds still).  The shared word
- * carries SCAN and DIRTY: a count change or merge that sees SCAN sets
- * DIRTY, in the same CAS where it can, and a merge sets it before it
- * touches ref_local (PROTOCOL-REVIEW hole 5); a merged decrement by
- * fetch_sub sets none (see "Merged decrements" for why none is needed).  Both words are changed by
- * fetch_or/fetch_and or CAS only, never by a plain store over a flag
- * (hole 4), and every lookup of a thread masks the flags.
+ * misses and buffers it first, and a non-owner's takes the CAS path that
+ * does; the increment ignores the bit), ZOMBIE (released while buffered)
+ * and SCAN (the collector examines it: every owner operation misses and
+ * counts on the shared word instead, so ref_local holds still).  The
+ * shared word carries SCAN and DIRTY: a count change or merge that sees
+ * SCAN sets DIRTY, in the same CAS where it can, and a merge sets it
+ * before it touches ref_local (PROTOCOL-REVIEW hole 5); a merged decrement
+ * by fetch_sub sets none (see "Merged decrements" for why none is
+ * needed).  Both words are changed by fetch_or/fetch_and or CAS only,
+ * never by a plain store over a flag (hole 4), and every lookup of a
+ * thread masks the flags.
  *
  * Overflow.  ref_local is 32 bits: an owner increment at UINT32_MAX moves
  * RCGC__LOCAL_SPILL (2^31) into the shared count and keeps counting, so the

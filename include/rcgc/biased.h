@@ -64,9 +64,12 @@ typedef struct rcgc__header {
 
 #define RCGC__OWNER_SCAN      ((uintptr_t)1)     /* the collector examines it: owner
                                                     counts on the shared word */
-#define RCGC__OWNER_UNBUFFERED ((uintptr_t)2)    /* tracked, not in a root buffer: the
-                                                    owner's decrement takes the slow
-                                                    path that buffers it */
+#define RCGC__OWNER_UNBUFFERED ((uintptr_t)2)    /* tracked, not in a root buffer: a
+                                                    decrement takes the slow path
+                                                    that buffers it (clear: buffered,
+                                                    or untracked) */
+#define RCGC__OWNER_ZOMBIE    ((uintptr_t)4)     /* released while buffered: the
+                                                    buffer's consumer frees it */
 #define RCGC__OWNER_FLAGS     ((uintptr_t)7)
 #define RCGC__TID_SHIFT       3                  /* tids are multiples of 8 */
 #define RCGC__TID_DETACHED    (~(uintptr_t)0)    /* rcgc__tls_tid of an unattached thread */
@@ -84,11 +87,11 @@ typedef struct rcgc__header {
    object immortal (the count is clamped here and never changes again). */
 #define RCGC__SHARED_SATURATE ((intptr_t)1 << 56)
 
-/* gc_bits flags the inline paths test: a tracked object (its type has a
-   traverse and is not RCGC_TYPE_ACYCLIC) that is not in a root buffer yet
-   becomes a candidate cycle root when a decrement leaves it alive. */
+/* gc_bits: a tracked object's type has a traverse and is not
+   RCGC_TYPE_ACYCLIC; one that is not in a root buffer (UNBUFFERED in its
+   owner word) becomes a candidate cycle root when a decrement leaves it
+   alive. */
 #define RCGC__GC_TRACKED      (1u << 2)
-#define RCGC__GC_BUFFERED     (1u << 3)
 
 /* The calling thread's tid, or RCGC__TID_DETACHED.  Initial-exec TLS: two
    loads and no call, also from a shared library. */
@@ -109,8 +112,8 @@ void rcgc__buffer_root(void *obj);
    the object (runtime/collector.c). */
 static inline void rcgc__maybe_buffer(rcgc__header *h, void *obj)
 {
-    if (__builtin_expect((__atomic_load_n(&h->gc_bits.v, __ATOMIC_RELAXED) &
-                          (RCGC__GC_TRACKED | RCGC__GC_BUFFERED)) == RCGC__GC_TRACKED, 0))
+    if (__builtin_expect(__atomic_load_n(&h->owner.v, __ATOMIC_RELAXED) &
+                         RCGC__OWNER_UNBUFFERED, 0))
         rcgc__buffer_root(obj);
 }
 
@@ -206,9 +209,7 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
     /* Merged (no owner, I2) and nothing to buffer: one fetch_sub, and a
        look at the word it replaced (refcount.c, "Merged decrements").
        Release pairs with the acquire of whoever later decides the free. */
-    if ((owner & ~RCGC__OWNER_FLAGS) == 0 &&
-        (__atomic_load_n(&h->gc_bits.v, __ATOMIC_RELAXED) &
-         (RCGC__GC_TRACKED | RCGC__GC_BUFFERED)) != RCGC__GC_TRACKED) {
+    if ((owner & ~(RCGC__OWNER_FLAGS & ~RCGC__OWNER_UNBUFFERED)) == 0) {
         shared = __atomic_fetch_sub(&h->ref_shared.v, RCGC__SHARED_ONE, __ATOMIC_RELEASE);
         if (__builtin_expect(!rcgc__shared_sub_is_plain(shared), 0))
             rcgc__decref_merged_done(obj, shared);

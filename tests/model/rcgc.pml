@@ -67,7 +67,7 @@
  *   rcgc_decref        biased.h rcgc_decref: owner word == tid -> local - 1,
  *                      or rcgc__decref_owner_last at local <= 1; owner word
  *                      tid 0 (merged) -> decref_fetch_sub or the CAS (the
- *                      C code's choice, by BUFFERED, is not modelled);
+ *                      C code's choice, by UNBUFFERED, is not modelled);
  *                      else rcgc__shared_dec_is_plain + CAS loop, else
  *                      rcgc__decref_shared_slow (refcount.c).
  *   decref_fetch_sub   biased.h's fetch_sub and rcgc__decref_merged_done:
