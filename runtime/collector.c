@@ -2828,12 +2828,14 @@ size_t rcgc__test_work_kept(void)
     return bytes;
 }
 
-/* Root chunks in existence (mapped, or from malloc in the hard build), and
-   how many the surplus fallback has unmapped one by one so far; fail (0 or
-   1; else unchanged) sets whether the next collections find no memory to
-   sort their surplus. */
-size_t rcgc__test_chunks(int fail, size_t *one_by_one)
+/* Root chunks in existence (mapped, or from malloc in the hard build), how
+   many the surplus fallback has unmapped one by one so far, and the most
+   the pool keeps; fail (0 or 1; else unchanged) sets whether the next
+   collections find no memory to sort their surplus. */
+size_t rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max)
 {
+    if (pool_max != NULL)
+        *pool_max = CHUNK_POOL_MAX;
     lock_collect();
     if (fail == 0 || fail == 1)
         surplus_sort_fails = fail;

@@ -345,7 +345,7 @@ size_t    rcgc__test_round_min(void);   /* a collection's first round, in candid
 size_t    rcgc__test_work_kept(void);   /* bytes of work tables kept between collections */
 /* Root chunks in existence; fail 0 or 1: whether collections find no memory
    to sort their surplus chunks (-1: as before). */
-size_t    rcgc__test_chunks(int fail, size_t *one_by_one);
+size_t    rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max);
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */
 void      rcgc__test_roots_fail(bool fail);
