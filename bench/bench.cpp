@@ -374,6 +374,7 @@ void BM_pause(benchmark::State& state) {
   unsigned cpus = std::thread::hardware_concurrency();
   int mutators = cpus >= 3 ? 2 : 1;
   bench_pause_result worst{};
+  uint64_t over_kind[BENCH_OP_KINDS] = {};
   uint64_t ops = 0, over = 0, noop_over = 0, switches = 0,
            stats_before = UINT64_MAX,
            stats_after = 0;
@@ -405,6 +406,7 @@ void BM_pause(benchmark::State& state) {
     stats_after = std::max(stats_after, r.stats_pause_after);
     ops += r.ops;
     over += r.ops_over_100us;
+    for (int k = 0; k < BENCH_OP_KINDS; k++) over_kind[k] += r.over_100us_kind[k];
     noop_over += r.noop_over_100us;
     switches += r.invol_switches;
     collected += r.collected;
@@ -427,10 +429,16 @@ void BM_pause(benchmark::State& state) {
   state.counters["invol_cs"] = static_cast<double>(switches) / iters;
   state.counters["ops"] = static_cast<double>(ops) / iters;
   state.counters["collected"] = static_cast<double>(collected) / iters;
+  std::string slow;
+  for (int k = 0; k < BENCH_OP_KINDS; k++)
+    if (over_kind[k] != 0)
+      slow += std::string(slow.empty() ? "" : ", ") + bench_op_name(k) + " " +
+              std::to_string(over_kind[k]);
   state.SetLabel(std::string("longest call: ") +
                  bench_op_name(worst.op_max_kind) + "; not preempted: " +
                  bench_op_name(worst.calm_max_kind) +
-                 (worst.calm_max_slept ? " (slept)" : ""));
+                 (worst.calm_max_slept ? " (slept)" : "") +
+                 "; over 100 us: " + (slow.empty() ? "none" : slow));
 }
 
 BENCHMARK(BM_pair_nonatomic);

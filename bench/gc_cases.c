@@ -427,6 +427,8 @@ static uint64_t now_ns(void)
 #define PAUSE_SHARED 64            /* objects the bench thread owns, shared */
 #define HIST_BUCKETS 64            /* bucket k: calls of [2^(k-1), 2^k) ns */
 
+_Static_assert(BENCH_OP_KINDS <= 16, "bench_pause_result.over_100us_kind has room");
+
 typedef struct mutator {
     pthread_t thread;
     struct pause_run *run;
@@ -434,6 +436,7 @@ typedef struct mutator {
     int error;
     /* written by the mutator, read after join */
     uint64_t ops, op_max_ns, gap_max_ns, over_100us, invol_switches;
+    uint64_t over_100us_kind[BENCH_OP_KINDS];
     uint64_t calm_max_ns, round_max_ns;
     uint64_t noop_max_ns, noop_over_100us, noop_calm_max_ns, round_noop_max_ns;
     int op_max_kind, calm_max_kind, round_max_kind;
@@ -468,8 +471,10 @@ static inline void timer_record(timer *t, uint64_t start, uint64_t end, int kind
         m->round_max_ns = d;
         m->round_max_kind = kind;
     }
-    if (d > 100000)
+    if (d > 100000) {
         m->over_100us++;
+        m->over_100us_kind[kind]++;
+    }
     if (gap > m->gap_max_ns)
         m->gap_max_ns = gap;
     t->last_end = end;
@@ -693,6 +698,8 @@ int bench_pause_run(size_t nobjects, int nmutators, bench_pause_result *out)
                 error = m->error;
             out->ops += m->ops;
             out->ops_over_100us += m->over_100us;
+            for (int k = 0; k < BENCH_OP_KINDS; k++)
+                out->over_100us_kind[k] += m->over_100us_kind[k];
             out->noop_over_100us += m->noop_over_100us;
             out->invol_switches += m->invol_switches;
             if (m->noop_max_ns > out->noop_max_ns)

@@ -80,6 +80,7 @@ typedef struct bench_pause_result {
     uint64_t op_p9999_ns;      /* 99.99th percentile of a call (upper end of
                                   its power-of-two bucket) */
     uint64_t ops_over_100us;   /* calls longer than 100 us */
+    uint64_t over_100us_kind[16];  /* ... of each BENCH_OP_* */
     /* The control: after every timed call, a call that does nothing is
        timed the same way; as many of them, as exposed to the machine. */
     uint64_t noop_max_ns;      /* longest no-op call */
