@@ -75,10 +75,11 @@ void BM_pair_atomic_cas(benchmark::State& state) {
 // long loops); a safepoint costs about 5 ns (BM_safepoint), 0.005 ns per
 // iteration of a 1000-iteration batch.
 
-void BM_pair_owner(benchmark::State& state) {
-  void* obj = bench_leaf_new();
+// The pair loop on obj, which the caller made (what: how, for the error);
+// drops the caller's reference, which must be the only one left.
+void RunPairs(benchmark::State& state, void* obj, const char* what) {
   if (obj == nullptr) {
-    SkipWithErrno(state, "rcgc_new", errno);
+    SkipWithErrno(state, what, errno);
     return;
   }
   while (state.KeepRunningBatch(kBatch)) {
@@ -88,6 +89,10 @@ void BM_pair_owner(benchmark::State& state) {
   size_t count = rcgc_refcount(obj);
   rcgc_decref(obj);
   if (count != 1) state.SkipWithError("count is not 1 after the loop");
+}
+
+void BM_pair_owner(benchmark::State& state) {
+  RunPairs(state, bench_leaf_new(), "rcgc_new");
 }
 
 // BM_pair_owner with its loop moved to each 16-byte phase of a 64-byte
@@ -132,18 +137,7 @@ void BM_pair_shared(benchmark::State& state) {
 // A non-owner pair on a merged object (its creator let go): the decrement
 // is one fetch_sub there, where an unmerged one needs a load and a CAS.
 void BM_pair_merged(benchmark::State& state) {
-  void* obj = bench_merged_new();
-  if (obj == nullptr) {
-    SkipWithErrno(state, "merged object", errno);
-    return;
-  }
-  while (state.KeepRunningBatch(kBatch)) {
-    bench_pair_rcgc(obj, kBatch);
-    rcgc_safepoint();
-  }
-  size_t count = rcgc_refcount(obj);
-  rcgc_decref(obj);
-  if (count != 1) state.SkipWithError("count is not 1 after the loop");
+  RunPairs(state, bench_merged_new(), "merged object");
 }
 
 void BM_new_decref(benchmark::State& state) {

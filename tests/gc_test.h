@@ -1,10 +1,11 @@
 /*
  * gc_test.h: what the unit tests share beyond TAP (tap.h).  Include after
- * "rcgc.h" and "internal.h".
+ * "rcgc.h", "internal.h" and "tap.h".
  */
 #ifndef RCGC_GC_TEST_H
 #define RCGC_GC_TEST_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Sanitizer builds run smaller cases (and cannot replace malloc). */
@@ -17,6 +18,25 @@ static inline uint64_t live_now(void)
 
     rcgc_get_stats(&st);
     return st.live;
+}
+
+/* n garbage 2-cycles of `type`, whose slot at byte offset `slot` each
+   points at the other, dropped by this thread (a safepoint every 1024);
+   bails out when rcgc_new fails. */
+static inline void drop_pairs_of(const rcgc_type *type, size_t slot, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *a = rcgc_new(type), *b = rcgc_new(type);
+
+        if (a == NULL || b == NULL)
+            bail_out("out of memory");
+        rcgc_ref_init((rcgc_ref *)(a + slot), b);
+        rcgc_ref_init((rcgc_ref *)(b + slot), a);
+        rcgc_decref(a);
+        rcgc_decref(b);
+        if (i % 1024 == 0)
+            rcgc_safepoint();
+    }
 }
 
 #endif /* RCGC_GC_TEST_H */

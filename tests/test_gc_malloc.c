@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -122,16 +123,7 @@ static node *node_new(void)
 
 static void drop_pairs(size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        node *a = node_new(), *b = node_new();
-
-        rcgc_ref_init(&a->next, b);
-        rcgc_ref_init(&b->next, a);
-        rcgc_decref(a);
-        rcgc_decref(b);
-        if (i % 1024 == 0)
-            rcgc_safepoint();
-    }
+    drop_pairs_of(&node_type, offsetof(node, next), n);
 }
 
 static void drop_ring(size_t n)

@@ -19,6 +19,7 @@
  * collection keeps every one of them in the pool: no surplus, skipped.
  */
 #define _GNU_SOURCE
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -41,29 +42,13 @@ static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
 
 static const rcgc_type node_type = { "surplus_node", sizeof(node), node_traverse, NULL, 0 };
 
-static void drop_pairs(size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        node *a = rcgc_new(&node_type), *b = rcgc_new(&node_type);
-
-        if (a == NULL || b == NULL)
-            bail_out("out of memory");
-        rcgc_ref_init(&a->next, b);
-        rcgc_ref_init(&b->next, a);
-        rcgc_decref(a);
-        rcgc_decref(b);
-        if (i % 1024 == 0)
-            rcgc_safepoint();
-    }
-}
-
 static void round_of(const char *what, int fail, int fallback_expected)
 {
     uint64_t live = live_now();
     size_t before, after, chunks, got, pool_max;
 
     (void)rcgc__test_chunks(fail, &before, &pool_max);
-    drop_pairs(PAIRS);
+    drop_pairs_of(&node_type, offsetof(node, next), PAIRS);
     got = rcgc_collect();
     chunks = rcgc__test_chunks(0, &after, NULL);
     ok(got == 2 * (size_t)PAIRS && live_now() == live,
