@@ -69,8 +69,9 @@
  * (they may be the last access before someone else frees); every RMW that
  * can decide a free is acq_rel, or, for a merged decrement by fetch_sub,
  * release followed by an acquire load of the word, so the releasing thread
- * happens-after every earlier access of every other holder.  The owner's zero path reads the
- * shared word with acquire (CPython gh-117657) and decides by CAS.
+ * happens-after every earlier access of every other holder.  The owner's
+ * zero path reads the shared word with acquire (CPython gh-117657) and
+ * decides by CAS.
  *
  * The collector's flags (collector.c).  The owner word carries UNBUFFERED
  * (a tracked object not in a root buffer: the owner's inline decrement
@@ -342,12 +343,15 @@ void rcgc__decref_shared_slow(void *obj)
 
 /*
  * Merged decrements.  A non-owner decrement of an object that reads merged
- * in the owner word (tid 0: I2) and needs no buffering is one fetch_sub,
- * with no load of the shared word before it: on this machine a load of a
- * word just written by a locked RMW waits about 4 ns for that store, more
- * than the whole fetch_sub (TOOLCHAIN.md; BM_pair_atomic_cas against
- * BM_pair_atomic).  The word it replaced then says whether anything is
- * left to do (rcgc__shared_sub_is_plain), and nothing is, except:
+ * in the owner word (tid 0: I2) and needs no buffering (no UNBUFFERED) is
+ * one fetch_sub, with no load of the shared word before it: on this
+ * machine a load of a word that a locked RMW has just written waits about
+ * 4 ns for that store (a probe: an increment+decrement pair by fetch_add
+ * and fetch_sub 10.4 ns, 14.5 with a load of the word before the
+ * fetch_sub, 10.4 again for a CAS whose expected value needs no load;
+ * BM_pair_atomic_cas is the load-and-CAS shape).  The word it replaced
+ * then says whether anything is left to do (rcgc__shared_sub_is_plain),
+ * and nothing is, except:
  *
  *   MERGED, count 1   ours was the last reference: release, as the CAS
  *                     would have (DYING: decided elsewhere, nothing to do);
@@ -361,23 +365,24 @@ void rcgc__decref_shared_slow(void *obj)
  * non-owner's decrement, queue and merge (on behalf of a gone owner) can
  * free the object under the first one's hands (tried: stress_lastref's
  * gone_local mode, two non-owners dropping references counted in a gone
- * owner's local count, aborts within a second).  The owner word's tid is cleared by every merge before MERGED
- * is published and never set again, so a decrement that reads tid 0 can
- * meet an unmerged word only mid-merge: a queue entry's merge (the word
- * still QUEUED: the decrement stands) or the owner's at its last local
- * reference (ref_local 1 while this thread holds a reference too, so the
- * shared count is at least 1: plain).  rcgc__decref_merged_done checks the
- * rest.
+ * owner's local count, aborts within a second).  The owner word's tid is
+ * cleared by every merge before MERGED is published and never set again,
+ * so a decrement that reads tid 0 can meet an unmerged word only
+ * mid-merge: a queue entry's merge (the word still QUEUED: the decrement
+ * stands) or the owner's at its last local reference (ref_local 1 while
+ * this thread holds a reference too, so the shared count is at least 1:
+ * plain).  rcgc__decref_merged_done checks the rest.
  *
  * No DIRTY, even while SCAN is set: after its fetch_sub the decrementing
  * thread holds nothing, so it must not touch the object again (another
  * holder may release it at once).  The Delta-test does not need it: a
- * thread can decrement only a reference it holds, and a thread holding a
- * reference to a white member either held it at step 4, where it was
- * counted (the member is black), or took it out of a member's slot, or
- * took it since, by an exchange barrier or a try-increment, each of which
- * sets DIRTY in its own RMW; the other member of an internal edge whose
- * reference is dropped is in the same component, which then fails.
+ * thread can decrement only a reference it holds, or a slot's that it
+ * overwrites.  A thread holding a reference to a white member held it at
+ * step 4, where it was counted (the member is black), or took it since,
+ * out of a slot by an exchange or by a try-increment, each of which set
+ * DIRTY in its own RMW.  A thread overwriting a slot holds the slot's
+ * object: a white member whose word is DIRTY (its component fails, and
+ * the slot's target is in it) or a black one (the target is black too).
  * tests/model/rcgc.pml checks the protocol with this decrement.
  */
 void rcgc__decref_merged_done(void *obj, intptr_t old)
