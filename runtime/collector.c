@@ -20,23 +20,22 @@
  * RCGC_TYPE_ACYCLIC) alive, and an exchange that stores one, clear
  * UNBUFFERED in its owner word (whoever clears it buffers it: once) and
  * append the object to the calling thread's root chunk (rcgc__buffer_root;
- * the check is inline in <rcgc/biased.h>, on the owner word the count
- * paths load anyway).  A chunk is
- * handed to the collector when full, at safepoints (once it holds
- * RCGC__ROOTS_SEAL_AT, or has stopped growing: rcgc__roots_safepoint), at
- * blocking regions, and at detach or exit; rcgc_collect also takes every
- * thread's partial chunk.  A thread with no memory for a chunk marks the
- * object MISSED instead, and the next collection finds it in the registry
- * (find_missed).  An entry holds no reference: an object released while
- * buffered becomes a ZOMBIE whose memory the entry's consumer returns
- * (both set their bit in the owner word by fetch_or, rcgc__dispose ZOMBIE
- * and the consumer UNBUFFERED, and exactly one sees the other's;
- * PITFALLS 14).  Handing over takes no lock (a
+ * the check is inline in <rcgc/biased.h>, on the owner word the count paths
+ * load anyway).  A chunk is handed to the collector when full, at safepoints
+ * (once it holds RCGC__ROOTS_SEAL_AT, or has stopped growing:
+ * rcgc__roots_safepoint), at blocking regions, and at detach or exit;
+ * rcgc_collect also takes every thread's partial chunk.  A thread with no
+ * memory for a chunk marks the object MISSED instead, and the next
+ * collection finds it in the registry (find_missed).  An entry holds no
+ * reference: an object released while buffered becomes a ZOMBIE whose memory
+ * the entry's consumer returns (both set their bit in the owner word by
+ * fetch_or, rcgc__dispose ZOMBIE and the consumer UNBUFFERED, and exactly
+ * one sees the other's; PITFALLS 14).  Handing over takes no lock (a
  * lock-free stack and a semaphore; see hand_over), nor does adding to a
  * chunk (its slot is claimed by exchange; see roots_claim), nor anything
  * else a mutator does here: the registry of tracked objects defers to
- * whoever holds its lock (see "the registry"), so no mutator ever waits
- * for the collector.
+ * whoever holds its lock (see "the registry"), so no mutator ever waits for
+ * the collector.
  *
  * One collection (collect_once), never stopping a mutator (it runs steps
  * 1-8 in rounds of candidates, each a collection of its own: see
