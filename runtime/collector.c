@@ -2844,12 +2844,13 @@ size_t rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max)
     return (size_t)rcgc__u64_load_relaxed(&chunks_live);
 }
 
-/* The last collection's rounds, and the members it examined. */
+/* A collection's first round, in candidates (ROUND_MIN). */
 size_t rcgc__test_round_min(void)
 {
     return ROUND_MIN;
 }
 
+/* The last collection's rounds, and the members it examined. */
 size_t rcgc__test_last_collection(size_t *examined)
 {
     size_t rounds;

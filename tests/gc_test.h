@@ -39,4 +39,29 @@ static inline void drop_pairs_of(const rcgc_type *type, size_t slot, size_t n)
     }
 }
 
+/* A garbage ring of n objects of `type`, each one's slot at byte offset
+   `slot` pointing at the next, dropped by this thread; bails out when
+   rcgc_new fails. */
+static inline void drop_ring_of(const rcgc_type *type, size_t slot, size_t n)
+{
+    char *first = rcgc_new(type), *prev = first;
+
+    if (first == NULL)
+        bail_out("out of memory");
+    for (size_t i = 1; i < n; i++) {
+        char *next = rcgc_new(type);
+
+        if (next == NULL)
+            bail_out("out of memory");
+        rcgc_ref_init((rcgc_ref *)(prev + slot), next);
+        if (prev != first)
+            rcgc_decref(prev);
+        prev = next;
+    }
+    rcgc_ref_init((rcgc_ref *)(prev + slot), first);
+    if (prev != first)
+        rcgc_decref(prev);
+    rcgc_decref(first);
+}
+
 #endif /* RCGC_GC_TEST_H */

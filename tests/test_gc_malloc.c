@@ -112,15 +112,6 @@ static void on_phase(rcgc_phase phase, const rcgc_collect_info *info, void *ctx)
 #endif
 }
 
-static node *node_new(void)
-{
-    node *n = rcgc_new(&node_type);
-
-    if (n == NULL)
-        bail_out("out of memory");
-    return n;
-}
-
 static void drop_pairs(size_t n)
 {
     drop_pairs_of(&node_type, offsetof(node, next), n);
@@ -128,20 +119,7 @@ static void drop_pairs(size_t n)
 
 static void drop_ring(size_t n)
 {
-    node *first = node_new(), *prev = first;
-
-    for (size_t i = 1; i < n; i++) {
-        node *next = node_new();
-
-        rcgc_ref_init(&prev->next, next);
-        if (prev != first)
-            rcgc_decref(prev);
-        prev = next;
-    }
-    rcgc_ref_init(&prev->next, first);
-    if (prev != first)
-        rcgc_decref(prev);
-    rcgc_decref(first);
+    drop_ring_of(&node_type, offsetof(node, next), n);
 }
 
 static void check(const char *what, void (*drop)(size_t), size_t objects, size_t n)

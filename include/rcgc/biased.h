@@ -206,10 +206,11 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
         rcgc__decref_owner_unbuffered(obj);     /* a candidate root first */
         return;
     }
-    /* Merged (no owner, I2) and nothing to buffer: one fetch_sub, and a
-       look at the word it replaced (refcount.c, "Merged decrements").
-       Release pairs with the acquire of whoever later decides the free. */
-    if ((owner & ~(RCGC__OWNER_FLAGS & ~RCGC__OWNER_UNBUFFERED)) == 0) {
+    /* Merged (no owner, I2) and nothing to buffer (no UNBUFFERED): one
+       fetch_sub, and a look at the word it replaced (refcount.c, "Merged
+       decrements").  Release pairs with the acquire of whoever later
+       decides the free. */
+    if ((owner & ~(RCGC__OWNER_SCAN | RCGC__OWNER_ZOMBIE)) == 0) {
         shared = __atomic_fetch_sub(&h->ref_shared.v, RCGC__SHARED_ONE, __ATOMIC_RELEASE);
         if (__builtin_expect(!rcgc__shared_sub_is_plain(shared), 0))
             rcgc__decref_merged_done(obj, shared);
@@ -220,7 +221,8 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
        same RMW as the decrement (refcount.c, "Merged decrements"). */
     shared = __atomic_load_n(&h->ref_shared.v, __ATOMIC_RELAXED);
     if (rcgc__shared_dec_is_plain(shared)) {
-        rcgc__maybe_buffer(h, obj);       /* the count stays nonzero */
+        if (__builtin_expect(owner & RCGC__OWNER_UNBUFFERED, 0))
+            rcgc__buffer_root(obj);       /* the count stays nonzero */
         do {
             if (__atomic_compare_exchange_n(&h->ref_shared.v, &shared,
                                             shared - RCGC__SHARED_ONE, 1,
