@@ -538,6 +538,8 @@ static rcgc__u64 pause_max;        /* the longest hand-over, ns */
 static rcgc__u32 wake_posted;
 static sem_t     wake_sem;
 
+struct part;
+
 static struct {
     pthread_mutex_t lock;          /* protects everything below */
     pthread_cond_t  done;          /* rcgc_collect callers wait for their collection */
@@ -560,9 +562,16 @@ static struct {
     size_t          ncallbacks;
     void          **garbage;       /* SAVEALL: each entry holds a reference */
     size_t          ngarbage, garbage_cap;
+    /* Help from rcgc_collect's waiters (see "Help"): */
+    pthread_cond_t  helped;        /* the collecting thread waits for its helper */
+    unsigned        helpers;       /* rcgc_collect callers waiting, who may help */
+    int             help_state;    /* HELP_NONE, HELP_OPEN, HELP_TAKEN, HELP_DONE */
+    void          (*help_run)(struct part *);
+    struct part    *help_part;
 } gc = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .done = PTHREAD_COND_INITIALIZER,
+    .helped = PTHREAD_COND_INITIALIZER,
 };
 
 /* One collection at a time, on whichever thread runs it.  Its holder waits
@@ -969,6 +978,7 @@ _Static_assert(sizeof(member) == 32, "member records stay small");
 typedef struct collection {
     rcgc__thread *th;
     vec members, edges, stack;
+    vec help_edges;                /* step 4's second part's edges (see "Help") */
     rcgc__roots *chunks;           /* the candidates' chunks, and room reserved */
     rcgc__roots *fill;             /* where rebuffer looks for room first */
     size_t candidates, delta_failures, sigma_failures;
@@ -976,12 +986,12 @@ typedef struct collection {
     size_t taken;                  /* members taken from the round's chunks */
     size_t examined;               /* members, all rounds */
     size_t rounds;
-    uint32_t external;             /* edge_visit's count for the member at hand */
     size_t budget;                 /* members marking may reach (PITFALLS 25) */
     unsigned debug;
     bool oom, truncated;           /* truncated: marking stopped at the budget
                                       (background; that round is the last) */
     bool joined;                   /* the white components are known (join) */
+    size_t helped;                 /* parts a waiting caller ran (see "Help") */
     int phase;                     /* the step at hand */
     uint64_t phase_at;             /* when it began */
     uint64_t phase_ns[NPHASES];    /* time spent in each step (RCGC_DEBUG_STATS) */
@@ -1155,20 +1165,124 @@ static void mark_visit(rcgc_ref *slot, void *ctx)
         add_member(c, h, false);
 }
 
+/*
+ * Help.  A thread waiting in rcgc_collect is idle, and so, on a machine
+ * with a core to spare, is its core.  The two steps that are one
+ * independent visit per member, 4 (count) and 6 (delta), run in two parts
+ * of the member table, and a waiting caller may take the second while the
+ * collecting thread runs the first (run_parts).  A part writes only its own
+ * members' records and its own results (struct part; step 4 its own edge
+ * table, appended to the collection's afterwards), and reads what earlier
+ * steps wrote, handed over under gc.lock.  The collecting thread takes the
+ * second part back if no one has taken it by the time its own is done, so
+ * it never waits for a helper that has not started, only for one that has.
+ * A helper runs the types' traverse functions on pinned members and the
+ * Delta-test's CAS, as the collecting thread would: nothing that needs it
+ * online (the pins keep the memory), nothing that takes a lock.  Small
+ * tables (HELP_MIN), and collections with no caller waiting, run the parts
+ * one after the other.  On two cores, BM_collect_ring and _graph: see
+ * README.
+ */
+#define HELP_MIN 32768
+
+enum { HELP_NONE, HELP_OPEN, HELP_TAKEN, HELP_DONE };
+
+static rcgc__u64 help_min = { HELP_MIN };   /* a test may lower it */
+static uint64_t  help_offered, help_taken;  /* parts, in all (gc.lock) */
+
+typedef struct part {
+    collection *c;
+    size_t from, to;               /* members [from, to) */
+    vec *edges;                    /* step 4: where its out-edges go */
+    uint32_t external;             /* edge_visit's count for the member at hand */
+    bool collecting;               /* run by the collecting thread */
+    bool oom;                      /* step 4: no room for an edge */
+    bool weakrefs, finalizers;     /* step 4: some member has them */
+    bool failed, overcounted;      /* step 6 */
+    size_t sigma_failures;         /* step 6 */
+} part;
+
+/* Runs fn over the table: p[0] covers it and p[1] is empty, unless a
+   caller waits to help, when each takes half and the second is offered
+   to it. */
+static void run_parts(collection *c, void (*fn)(part *), part *p)
+{
+    size_t n = c->members.n;
+    bool posted = false;
+
+    p[0].collecting = true;
+    if (n >= rcgc__u64_load_relaxed(&help_min) && n >= 2) {
+        pthread_mutex_lock(&gc.lock);
+        if (gc.helpers > 0 && gc.help_state == HELP_NONE) {
+            p[0].to = n / 2;
+            p[1].from = n / 2;
+            gc.help_run = fn;
+            gc.help_part = &p[1];
+            gc.help_state = HELP_OPEN;
+            pthread_cond_broadcast(&gc.done);
+            help_offered++;
+            posted = true;
+        }
+        pthread_mutex_unlock(&gc.lock);
+    }
+    fn(&p[0]);
+    if (posted) {
+        pthread_mutex_lock(&gc.lock);
+        posted = gc.help_state != HELP_OPEN;   /* taken */
+        help_taken += posted;
+        while (gc.help_state == HELP_TAKEN)
+            pthread_cond_wait(&gc.helped, &gc.lock);
+        gc.help_state = HELP_NONE;
+        gc.help_part = NULL;
+        pthread_mutex_unlock(&gc.lock);
+    }
+    if (posted) {
+        c->helped++;
+    } else if (p[1].from < p[1].to) {
+        p[1].collecting = true;
+        fn(&p[1]);
+    }
+}
+
+/* A waiting rcgc_collect caller's turn (gc.lock held, and held again on
+   return): the open part, if there is one. */
+static void help_locked(void)
+{
+    void (*fn)(part *) = gc.help_run;
+    part *p = gc.help_part;
+    int cancel;
+
+    if (gc.help_state != HELP_OPEN)
+        return;
+    gc.help_state = HELP_TAKEN;
+    pthread_mutex_unlock(&gc.lock);
+    /* The collecting thread waits for this part: no cancellation point in
+       a type's traverse may end it half done. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    fn(p);
+    pthread_setcancelstate(cancel, NULL);
+    pthread_mutex_lock(&gc.lock);
+    gc.help_state = HELP_DONE;
+    pthread_cond_signal(&gc.helped);
+}
+
 static void edge_visit(rcgc_ref *slot, void *ctx)
 {
-    collection *c = ctx;
+    part *p = ctx;
     void *obj = rcgc__slot_load_acquire(slot);
+    vec *v = p->edges;
     size_t j;
 
     if (obj == NULL)
         return;
     j = (rcgc__u32_load_relaxed(&rcgc__hdr(obj)->gc_bits) & RCGC__GC_TRACKED)
             ? index_of(rcgc__hdr(obj)) : 0;
-    if (j != 0)
-        push_index(c, &c->edges, j - 1);
+    if (j == 0)
+        p->external++;
+    else if (v->n < MEMBER_MAX && vec_reserve(v, 1))
+        VEC_AT(v, uint32_t, v->n++) = (uint32_t)(j - 1);
     else
-        c->external++;
+        p->oom = true;
 }
 
 /* The component of member i (after join). */
@@ -1461,23 +1575,20 @@ static bool fail_component(collection *c, size_t i)
     return true;
 }
 
-/* Steps 4-7 for members [0, n).  Each step is one pass over the member
-   table; passes that touch object headers prefetch ahead. */
-static void examine(collection *c)
+/* Step 4 for the members of one part (see examine). */
+static void count_part(part *p)
 {
-    size_t n = c->members.n;
-    bool failed = false, overcounted = false, finalizers = false, finalized = false;
-    bool weakrefs = false;
+    collection *c = p->c;
 
-    /* 4. count: one reading of each member's counts and slots. */
-    for (size_t i = 0; i < n && !c->oom; i++) {
+    for (size_t i = p->from; i < p->to && !p->oom; i++) {
         member *m = member_at(c, i);
         rcgc__header *h = m->h;
         const rcgc_type *type;
         intptr_t s, count;
         uint32_t local;
 
-        chunk_pool_tend_at(i);
+        if (p->collecting)
+            chunk_pool_tend_at(i);
         prefetch_ahead(c, i);
         s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
                                    count RMWs and merges' release of local */
@@ -1486,7 +1597,7 @@ static void examine(collection *c)
            that keeps the object black, or a finalizer (see step 7). */
         if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_WEAKREFS) {
             m->flags |= M_WEAKREFS;
-            weakrefs = true;
+            p->weakrefs = true;
         }
         m->shared = s;
         m->parent = (uint32_t)i;
@@ -1502,21 +1613,86 @@ static void examine(collection *c)
                     ((s & RCGC__SHARED_MERGED) ? 0 : (intptr_t)local) - 1;
             m->crc = count < CRC_MAX ? (int32_t)count : CRC_MAX;
         }
-        if (c->edges.n >= MEMBER_MAX) {
-            c->oom = true;
-            break;
-        }
-        m->edges = (uint32_t)c->edges.n;
-        c->external = 0;
+        m->edges = (uint32_t)p->edges->n;
+        p->external = 0;
         type = h->type;
-        type->traverse(rcgc__body(h), edge_visit, c);
-        if (c->external != 0)
+        type->traverse(rcgc__body(h), edge_visit, p);
+        if (p->external != 0)
             m->flags |= M_EXTERNAL;
         if (type->finalize != NULL) {
             m->flags |= M_FINALIZER;
-            finalizers = true;
+            p->finalizers = true;
         }
     }
+}
+
+/* Step 6 for the members of one part (see examine). */
+static void delta_part(part *p)
+{
+    collection *c = p->c;
+    size_t n = c->members.n;
+
+    for (size_t i = p->from; i < p->to; i++) {
+        member *m = member_at(c, i);
+        if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->color == WHITE) {
+            size_t ahead = i + PREFETCH_AHEAD;
+            __builtin_prefetch(member_at(c, ahead)->h, 1);
+            for (size_t e = member_at(c, ahead)->edges, end = edges_end(c, ahead); e < end; e++)
+                __builtin_prefetch(member_at(c, VEC_AT(&c->edges, uint32_t, e)), 1);
+        }
+        if (m->color != WHITE)
+            continue;
+        m->flags |= M_INTERNAL;
+        for (size_t e = m->edges, end = edges_end(c, i); e < end; e++)
+            if (member_at(c, VEC_AT(&c->edges, uint32_t, e))->color != WHITE)
+                m->flags &= (uint8_t)~M_INTERNAL;
+        if (m->crc < 0) {
+            p->sigma_failures++;   /* counts moved under us: the Delta-test decides */
+            p->overcounted = true;
+        }
+        if (rcgc__sword_cas_acq_rel(&m->h->ref_shared, &(intptr_t){ m->shared },
+                                    m->shared | RCGC__SHARED_DYING)) {
+            m->fate = FATE_FREED;
+        } else {
+            m->fate = FATE_RETRY;
+            p->failed = true;
+        }
+    }
+}
+
+/* Steps 4-7 for members [0, n).  Each step is one pass over the member
+   table; passes that touch object headers prefetch ahead. */
+static void examine(collection *c)
+{
+    size_t n = c->members.n;
+    bool failed = false, overcounted = false, finalizers = false, finalized = false;
+    bool weakrefs = false;
+
+    /* 4. count: one reading of each member's counts and slots, perhaps
+       in two parts (see "Help"), the second's edges then appended to the
+       first's. */
+    part p[2] = {
+        { .c = c, .from = 0, .to = n, .edges = &c->edges },
+        { .c = c, .from = n, .to = n, .edges = &c->help_edges },
+    };
+    size_t mid = n, base = 0;
+
+    vec_clear(&c->help_edges);
+    run_parts(c, count_part, p);
+    c->oom |= p[0].oom || p[1].oom;
+    if (!c->oom && p[1].from < p[1].to) {
+        mid = p[1].from;
+        base = c->edges.n;
+        if (base + c->help_edges.n >= MEMBER_MAX || !vec_reserve(&c->edges, c->help_edges.n)) {
+            c->oom = true;
+        } else {
+            memcpy(&VEC_AT(&c->edges, uint32_t, base), c->help_edges.items,
+                   c->help_edges.n * sizeof(uint32_t));
+            c->edges.n += c->help_edges.n;
+        }
+    }
+    weakrefs = p[0].weakrefs || p[1].weakrefs;
+    finalizers = p[0].finalizers || p[1].finalizers;
     if (c->oom)
         return;
     phase_next(c, P_SCAN);
@@ -1530,6 +1706,8 @@ static void examine(collection *c)
     c->stack.n = 0;
     for (size_t i = 0; i < n; i++) {
         member *m = member_at(c, i);
+        if (i >= mid)
+            m->edges += (uint32_t)base;    /* step 4's second part */
         m->color = m->crc > 0 ? BLACK : WHITE;
         if (m->color == BLACK && !push_index(c, &c->stack, i))
             return;
@@ -1549,33 +1727,14 @@ static void examine(collection *c)
     phase_next(c, P_DELTA);
     /* 6. delta: each white member's CAS, which checks its word and sets
        DYING; a failure keeps its whole component (after the pass: join),
-       so one busy object does not hold back unrelated garbage. */
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->color == WHITE) {
-            size_t ahead = i + PREFETCH_AHEAD;
-            __builtin_prefetch(member_at(c, ahead)->h, 1);
-            for (size_t e = member_at(c, ahead)->edges, end = edges_end(c, ahead); e < end; e++)
-                __builtin_prefetch(member_at(c, VEC_AT(&c->edges, uint32_t, e)), 1);
-        }
-        if (m->color != WHITE)
-            continue;
-        m->flags |= M_INTERNAL;
-        for (size_t e = m->edges, end = edges_end(c, i); e < end; e++)
-            if (member_at(c, VEC_AT(&c->edges, uint32_t, e))->color != WHITE)
-                m->flags &= (uint8_t)~M_INTERNAL;
-        if (m->crc < 0) {
-            c->sigma_failures++;   /* counts moved under us: the Delta-test decides */
-            overcounted = true;
-        }
-        if (rcgc__sword_cas_acq_rel(&m->h->ref_shared, &(intptr_t){ m->shared },
-                                    m->shared | RCGC__SHARED_DYING)) {
-            m->fate = FATE_FREED;
-        } else {
-            m->fate = FATE_RETRY;
-            failed = true;
-        }
-    }
+       so one busy object does not hold back unrelated garbage.  Perhaps
+       in two parts (see "Help"). */
+    p[0] = (part){ .c = c, .from = 0, .to = n };
+    p[1] = (part){ .c = c, .from = n, .to = n };
+    run_parts(c, delta_part, p);
+    c->sigma_failures += p[0].sigma_failures + p[1].sigma_failures;
+    failed = p[0].failed || p[1].failed;
+    overcounted = p[0].overcounted || p[1].overcounted;
     if (failed) {
         for (size_t i = 0; i < n; i++) {
             member *m = member_at(c, i);
@@ -1925,10 +2084,10 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
    one rcgc_collect count as one collection. */
 #define WORK_KEEP ((size_t)256 << 10)
 static struct {
-    vec members, edges, stack;
+    vec members, edges, stack, help_edges;
     vec spare;                     /* surplus_release's sort */
 } work = {
-    VEC_MAPPED(member), VEC_MAPPED(uint32_t), VEC_MAPPED(uint32_t),
+    VEC_MAPPED(member), VEC_MAPPED(uint32_t), VEC_MAPPED(uint32_t), VEC_MAPPED(uint32_t),
     VEC_MAPPED(rcgc__roots *),
 };
 
@@ -1937,6 +2096,7 @@ static void work_trim(size_t keep)
     vec_trim(&work.members, keep);
     vec_trim(&work.edges, keep);
     vec_trim(&work.stack, keep);
+    vec_trim(&work.help_edges, keep);
     vec_trim(&work.spare, keep);
 }
 
@@ -2058,6 +2218,7 @@ static size_t collect_once(bool full, size_t spend_max)
     c.members = work.members;
     c.edges = work.edges;
     c.stack = work.stack;
+    c.help_edges = work.help_edges;
 
     /* From here to the end, callbacks and finalizers included, this thread
        collects: rcgc_collect returns 0 at once, and nothing waits for a
@@ -2199,10 +2360,10 @@ static size_t collect_once(bool full, size_t spend_max)
                            p ? "," : "", phase_names[p], (double)c.phase_ns[p] / 1e6);
         fprintf(stderr, "rcgc: collection: candidates=%zu examined=%zu rounds=%zu "
                         "collected=%zu uncollectable=%zu delta_failures=%zu "
-                        "sigma_failures=%zu%s%s duration=%.3fms steps_ms=%s\n",
+                        "sigma_failures=%zu%s%s helped=%zu duration=%.3fms steps_ms=%s\n",
                 c.candidates, c.examined, c.rounds, c.collected, c.uncollectable,
                 c.delta_failures, c.sigma_failures, c.oom ? " out_of_memory" : "",
-                c.truncated ? " truncated" : "", (double)dt / 1e6, steps);
+                c.truncated ? " truncated" : "", c.helped, (double)dt / 1e6, steps);
     }
     info.collected = c.collected;
     info.uncollectable = c.uncollectable;
@@ -2211,6 +2372,7 @@ static size_t collect_once(bool full, size_t spend_max)
     work.members = c.members;
     work.edges = c.edges;
     work.stack = c.stack;
+    work.help_edges = c.help_edges;
     return c.collected;
 }
 
@@ -2496,8 +2658,14 @@ size_t rcgc_collect(void)
     pthread_mutex_lock(&gc.lock);
     mine = ++gc.requested;
     wake_collector();
-    while (gc.completed < mine && gc.has_thread)
-        pthread_cond_wait(&gc.done, &gc.lock);
+    gc.helpers++;
+    while (gc.completed < mine && gc.has_thread) {
+        if (gc.help_state == HELP_OPEN)
+            help_locked();         /* see "Help" */
+        else
+            pthread_cond_wait(&gc.done, &gc.lock);
+    }
+    gc.helpers--;
     n = 0;
     for (unsigned i = 0; i < 8 && i < gc.nresults; i++) {
         struct result *r = &gc.results[i];
@@ -2818,7 +2986,7 @@ void rcgc_garbage_clear(void)
 size_t rcgc__test_work_kept(void)
 {
     size_t bytes = 0;
-    vec *vs[] = { &work.members, &work.edges, &work.stack, &work.spare };
+    vec *vs[] = { &work.members, &work.edges, &work.stack, &work.help_edges, &work.spare };
 
     lock_collect();
     for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++)
@@ -2842,6 +3010,24 @@ size_t rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max)
         *one_by_one = surplus_one_by_one;
     pthread_mutex_unlock(&collect_mutex);
     return (size_t)rcgc__u64_load_relaxed(&chunks_live);
+}
+
+/* Sets the least table whose steps are offered to a waiting caller (0:
+   unchanged), returning the one before; and how many parts were offered
+   and taken so far (see "Help"). */
+size_t rcgc__test_help(size_t min, uint64_t *offered, uint64_t *taken)
+{
+    size_t before = (size_t)rcgc__u64_load_relaxed(&help_min);
+
+    if (min != 0)
+        rcgc__u64_store_relaxed(&help_min, min);
+    pthread_mutex_lock(&gc.lock);
+    if (offered != NULL)
+        *offered = help_offered;
+    if (taken != NULL)
+        *taken = help_taken;
+    pthread_mutex_unlock(&gc.lock);
+    return before;
 }
 
 /* A collection's first round, in candidates (ROUND_MIN). */
@@ -2911,6 +3097,8 @@ void rcgc__collector_fork_inner(enum rcgc__fork_step step)
            count, or between taking the pool and counting it, left these
            counts off: they are counted again. */
         pthread_cond_init(&gc.done, NULL);
+        pthread_cond_init(&gc.helped, NULL);
+        gc.helpers = 0;
         if (shards_ready) {
             sem_destroy(&wake_sem);
             sem_init(&wake_sem, 0, 0);

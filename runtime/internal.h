@@ -343,6 +343,9 @@ size_t    rcgc__test_collect_background_spend(size_t spend, bool *truncated);
 size_t    rcgc__test_last_collection(size_t *examined);   /* rounds; examined */
 size_t    rcgc__test_round_min(void);   /* a collection's first round, in candidates */
 size_t    rcgc__test_work_kept(void);   /* bytes of work tables kept between collections */
+/* The least member table whose steps a waiting rcgc_collect caller may
+   help with (min 0: unchanged; returns the old); parts offered and taken. */
+size_t    rcgc__test_help(size_t min, uint64_t *offered, uint64_t *taken);
 /* Root chunks in existence; fail 0 or 1: whether collections find no memory
    to sort their surplus chunks (-1: as before). */
 size_t    rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max);

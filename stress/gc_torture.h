@@ -17,7 +17,10 @@
  *   groups      a table of per-group counters, indexed by a group id from
  *               gc_group_new(): guard (threads holding a member, kept by
  *               the program), finalized (member finalizer runs), size
- *   collecting  gc_setup() lowers the background collector's threshold;
+ *   collecting  gc_setup() lowers the background collector's threshold,
+ *               and the size of table at which a thread waiting in
+ *               rcgc_collect helps (collector.c, "Help"), so that helpers
+ *               run beside the mutators here;
  *               gc_drain() calls rcgc_collect until it finds nothing;
  *               gc_summary() formats the collector's statistics for the
  *               verdict's summary line
@@ -275,6 +278,8 @@ static void gnode_finalize(void *obj)
    buffered candidates.  A premature free often ends in a wild pointer:
    the verdict line is printed for SIGSEGV and SIGBUS too (not under the
    sanitizers, whose own handlers report and abort). */
+#define GC_HELP_MIN 16
+
 static inline void gc_setup(size_t threshold)
 {
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
@@ -283,6 +288,7 @@ static inline void gc_setup(size_t threshold)
 #endif
     if (getenv("GC_STRESS_DEBUG_STATS") != NULL)
         rcgc_set_debug(RCGC_DEBUG_STATS);     /* a line per collection on stderr */
+    rcgc__test_help(GC_HELP_MIN, NULL, NULL);
     rcgc_set_threshold(threshold);
     if (rcgc_get_threshold() != threshold)
         TORTURE_VIOLATION("rcgc_set_threshold(%zu) -> rcgc_get_threshold %zu", threshold,
@@ -416,14 +422,17 @@ static inline uint64_t gc_drain(unsigned max_rounds)
 static inline void gc_summary(char *buf, size_t size, const char *more)
 {
     rcgc_stats st;
+    uint64_t offered, taken;
 
     rcgc_get_stats(&st);
+    rcgc__test_help(0, &offered, &taken);
     snprintf(buf, size,
              "collections=%" PRIu64 " collected=%" PRIu64 " uncollectable=%" PRIu64
-             " pause_max_us=%.1f collect_ms_total=%.1f fin_neighbours=%llu%s%s",
+             " pause_max_us=%.1f collect_ms_total=%.1f helped=%" PRIu64 "/%" PRIu64
+             " fin_neighbours=%llu%s%s",
              st.collections, st.collected, st.uncollectable,
-             (double)st.pause_max_ns / 1e3, (double)st.collect_ns_total / 1e6,
-             (unsigned long long)atomic_load(&gc_fin_neighbours),
+             (double)st.pause_max_ns / 1e3, (double)st.collect_ns_total / 1e6, taken,
+             offered, (unsigned long long)atomic_load(&gc_fin_neighbours),
              more && *more ? " " : "", more ? more : "");
 }
 
