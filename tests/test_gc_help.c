@@ -1,0 +1,237 @@
+/*
+ * test_gc_help.c: a thread waiting in rcgc_collect helps the collection it
+ * waits for (runtime/collector.c, "Help"): steps 4 (count) and 6 (delta)
+ * run in two halves of the member table, the second on the waiting
+ * thread, whose edges are appended to the first's.  Whichever thread runs
+ * a half, the collection must decide exactly as one thread would.
+ *
+ * The heap, built KINDS times over so that each kind lies in both halves
+ * of the member table (members are entered in candidate order, then
+ * breadth first):
+ *   ring        a garbage 3-ring
+ *   pair        a garbage 2-cycle whose members have finalizers; each
+ *               checks that its partner is still intact
+ *   dependent   a garbage 2-cycle that points at a live 2-cycle (the live
+ *               one is kept; the garbage one is freed in the same run)
+ *   live        a 2-cycle held by this thread, which is also a candidate
+ *   weak        a weak reference to a ring member, and one to a live member
+ *
+ *   helped      with the threshold lowered (rcgc__test_help), a collection
+ *               offers both steps' halves to this thread, which waits in
+ *               rcgc_collect; it must take one at least once in TRIES
+ *               collections; each collection reclaims exactly the garbage,
+ *               runs each finalizer once, keeps the live cycles intact,
+ *               clears the weak references to garbage and no others;
+ *   alone       the same with helping off (the threshold above any table):
+ *               nothing offered, the same results;
+ *   manual      no collector thread: rcgc_collect collects on the caller,
+ *               which never waits, so nothing is offered; same results.
+ * At the end the live cycles are dropped and collected: live is back to
+ * where it began.
+ */
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "rcgc.h"
+#include "internal.h"
+#include "tap.h"
+#include "gc_test.h"
+
+#define KINDS      2000          /* each kind, this many times */
+#define HELP_LOW   (RCGC_TEST_HARD ? 2 : 64)   /* help with tables this big */
+#define TRIES      10
+#define MAGIC      0x68656c70u
+
+typedef struct node {
+    rcgc_ref next, other;
+    uint32_t magic;
+    struct node *partner;        /* raw: must be intact at finalize */
+} node;
+
+static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    visit(&((node *)obj)->next, ctx);
+    visit(&((node *)obj)->other, ctx);
+}
+
+static size_t finalized, bad_partner;
+
+static void fnode_finalize(void *obj)
+{
+    node *n = obj;
+
+    finalized++;
+    if (n->magic != MAGIC || n->partner == NULL || n->partner->magic != MAGIC)
+        bad_partner++;
+}
+
+static const rcgc_type node_type = { "help_node", sizeof(node), node_traverse, NULL, 0 };
+static const rcgc_type fnode_type = { "help_fnode", sizeof(node), node_traverse,
+                                      fnode_finalize, 0 };
+
+static node *make(const rcgc_type *type)
+{
+    node *n = rcgc_new(type);
+
+    if (n == NULL)
+        bail_out("out of memory");
+    n->magic = MAGIC;
+    return n;
+}
+
+/* Two new nodes pointing at each other through `next`; the caller holds
+   a reference to each. */
+static void link_two(node *a, node *b)
+{
+    rcgc_ref_init(&a->next, b);
+    rcgc_ref_init(&b->next, a);
+    a->partner = b;
+    b->partner = a;
+}
+
+typedef struct heap {
+    node *live[KINDS][2];        /* held by this thread */
+    rcgc_weakref *weak_dead[KINDS], *weak_live[KINDS];
+    size_t garbage;              /* objects the collection must reclaim */
+    size_t finalizers;           /* ... of which have finalizers */
+} heap;
+
+static void build(heap *hp)
+{
+    hp->garbage = hp->finalizers = 0;
+    for (size_t k = 0; k < KINDS; k++) {
+        node *r0 = make(&node_type), *r1 = make(&node_type), *r2 = make(&node_type);
+        node *f0 = make(&fnode_type), *f1 = make(&fnode_type);
+        node *d0 = make(&node_type), *d1 = make(&node_type);
+        node *l0 = make(&node_type), *l1 = make(&node_type);
+
+        /* ring */
+        rcgc_ref_init(&r0->next, r1);
+        rcgc_ref_init(&r1->next, r2);
+        rcgc_ref_init(&r2->next, r0);
+        /* pair, with finalizers */
+        link_two(f0, f1);
+        /* live, and the dependent garbage that points at it */
+        link_two(l0, l1);
+        link_two(d0, d1);
+        rcgc_ref_init(&d1->other, l1);
+        /* weak */
+        hp->weak_dead[k] = rcgc_weakref_new(r1, NULL, NULL);
+        hp->weak_live[k] = rcgc_weakref_new(l0, NULL, NULL);
+        if (hp->weak_dead[k] == NULL || hp->weak_live[k] == NULL)
+            bail_out("out of memory");
+        hp->live[k][0] = l0;
+        hp->live[k][1] = l1;
+
+        /* Drops, which make candidates: the live ones stay held. */
+        rcgc_decref(r0);
+        rcgc_decref(r1);
+        rcgc_decref(r2);
+        rcgc_decref(f0);
+        rcgc_decref(f1);
+        rcgc_decref(d0);
+        rcgc_decref(d1);
+        rcgc_incref(l0);
+        rcgc_decref(l0);
+        hp->garbage += 7;
+        hp->finalizers += 2;
+        if (k % 256 == 0)
+            rcgc_safepoint();
+    }
+}
+
+/* After a collection: the live cycles intact, weak references right.
+   Returns the number of things wrong. */
+static size_t check_after(heap *hp)
+{
+    size_t wrong = 0;
+
+    for (size_t k = 0; k < KINDS; k++) {
+        node *l0 = hp->live[k][0], *l1 = hp->live[k][1];
+        void *w;
+
+        wrong += l0->magic != MAGIC || l1->magic != MAGIC;
+        w = rcgc_ref_load(&l0->next);
+        wrong += w != l1;
+        rcgc_decref(w);
+        w = rcgc_ref_load(&l1->next);
+        wrong += w != l0;
+        rcgc_decref(w);
+        wrong += rcgc_weakref_get(hp->weak_dead[k]) != NULL;
+        w = rcgc_weakref_get(hp->weak_live[k]);
+        wrong += w != l0;
+        rcgc_decref(w);
+        rcgc_weakref_free(hp->weak_dead[k]);
+        rcgc_weakref_free(hp->weak_live[k]);
+    }
+    return wrong;
+}
+
+static void drop_live(heap *hp)
+{
+    for (size_t k = 0; k < KINDS; k++) {
+        rcgc_decref(hp->live[k][0]);
+        rcgc_decref(hp->live[k][1]);
+    }
+}
+
+/* One collection of a fresh heap; returns the parts this thread took. */
+static uint64_t round_of(const char *what, heap *hp, int expect_offers)
+{
+    uint64_t offered0, taken0, offered, taken;
+    size_t got;
+
+    build(hp);
+    finalized = bad_partner = 0;
+    rcgc__test_help(0, &offered0, &taken0);
+    got = rcgc_collect();
+    rcgc__test_help(0, &offered, &taken);
+    is_size(got, hp->garbage, "%s: the collection reclaims exactly the garbage", what);
+    ok(finalized == hp->finalizers && bad_partner == 0,
+       "%s: each finalizer once, its partner intact (%zu of %zu; %zu bad)", what,
+       finalized, hp->finalizers, bad_partner);
+    is_size(check_after(hp), 0, "%s: live cycles intact, weak references right", what);
+    if (expect_offers)
+        ok(offered - offered0 >= 2, "%s: both steps offered a half (%llu)", what,
+           (unsigned long long)(offered - offered0));
+    else
+        ok(offered == offered0, "%s: nothing offered", what);
+    drop_live(hp);
+    got = rcgc_collect();
+    is_size(got, 2 * (size_t)KINDS, "%s: the live cycles, dropped, are reclaimed", what);
+    return taken - taken0;
+}
+
+int main(void)
+{
+    static heap hp;
+    rcgc_options opts = { 0 };
+    uint64_t taken = 0;
+    size_t before;
+    uint64_t live0;
+    int i;
+
+    TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init (collector thread)");
+    rcgc_disable();                      /* only our rcgc_collect collects */
+    live0 = live_now();
+    before = rcgc__test_help(HELP_LOW, NULL, NULL);
+    for (i = 0; i < TRIES && taken == 0; i++)
+        taken += round_of("helped", &hp, 1);
+    ok(taken >= 1, "helped: this thread took a half (%llu parts, %d collections)",
+       (unsigned long long)taken, i);
+    rcgc__test_help(SIZE_MAX, NULL, NULL);
+    round_of("alone", &hp, 0);
+    rcgc__test_help(before, NULL, NULL);
+    is_size((size_t)(live_now() - live0), 0, "nothing left alive");
+    rcgc_shutdown();
+
+    opts.manual = 1;
+    TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init (manual)");
+    rcgc__test_help(HELP_LOW, NULL, NULL);
+    round_of("manual", &hp, 0);
+    rcgc__test_help(before, NULL, NULL);
+    rcgc_shutdown();
+    return done_testing();
+}
