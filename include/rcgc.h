@@ -89,7 +89,10 @@ enum {
 typedef struct rcgc_type {
     const char *name;   /* shown in debug output and leak reports */
     size_t      size;   /* bytes of the object body, as rcgc_new returns it */
-    /* Visits every rcgc_ref slot of obj. NULL: the type holds no references. */
+    /* Visits every rcgc_ref slot of obj. NULL: the type holds no references.
+       The collector calls it beside running mutators, on its own thread or
+       on one waiting in rcgc_collect (which helps): it visits and does
+       nothing else (no locks, no rcgc calls). */
     void (*traverse)(void *obj, rcgc_visit_fn visit, void *ctx);
     /* Optional. Runs exactly once per object, before its slots are released;
        the object and everything it references are still intact. */
