@@ -1693,7 +1693,7 @@ static void examine(collection *c)
         base = c->edges.n;
         if (base + c->help_edges.n >= MEMBER_MAX || !vec_reserve(&c->edges, c->help_edges.n)) {
             c->oom = true;
-        } else {
+        } else if (c->help_edges.n > 0) {
             memcpy(&VEC_AT(&c->edges, uint32_t, base), c->help_edges.items,
                    c->help_edges.n * sizeof(uint32_t));
             c->edges.n += c->help_edges.n;
