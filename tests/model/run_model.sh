@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# tests/model/run_model.sh: checks tests/model/rcgc.pml with spin.
+# tests/model/run_model.sh: checks tests/model/rcgc.pml (and buffers.pml)
+# with spin.
 #
 #   tests/model/run_model.sh NAME [WORKDIR]
 #
 # NAME is a configuration of the real protocol (real, real_exchange, weak,
-# weak_all), which must verify with 0 errors, or a seeded bug (merged_first,
-# no_grace, plain_free, no_barrier, owner_store, no_pin, weak_plain,
-# weak_late_clear), for which spin must report a violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
+# weak_all; buffers: buffers.pml), which must verify with 0 errors, or a
+# seeded bug (merged_first, no_grace, plain_free, no_barrier, owner_store,
+# no_pin, weak_plain, weak_late_clear; buffers_after, buffers_zombie_store,
+# buffers_no_zombie_free, buffers_no_consume), for which spin must report a
+# violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
 # tool error.  WORKDIR (default: a fresh temporary directory, removed at
 # the end unless RCGC_MODEL_KEEP=1) receives pan.c, pan, the output and any
 # trail; a violation's trail is replayed (spin -t) into trail.txt and its
@@ -29,7 +32,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 name=${1:-}
 workdir=${2:-}
 
+model=rcgc.pml
 case $name in
+    buffers*)       model=buffers.pml ;;
+esac
+case $name in
+    buffers)        defs=(-DK=2);                                    expect=pass ;;
+    buffers_after)  defs=(-DK=2 -DBUG_BUFFER_AFTER);                 expect=fail ;;
+    buffers_zombie_store) defs=(-DK=2 -DBUG_ZOMBIE_STORE);           expect=fail ;;
+    buffers_no_zombie_free) defs=(-DK=2 -DBUG_NO_ZOMBIE_FREE);       expect=fail ;;
+    buffers_no_consume) defs=(-DK=2 -DBUG_NO_CONSUME);               expect=fail ;;
     real)           defs=(-DK=1);                                    expect=pass ;;
     real_exchange)  defs=(-DK1=2 -DK2=1 -DOPS=8);                    expect=pass ;;
     merged_first)   defs=(-DK=1 -DBUG_MERGED_FIRST);                 expect=fail ;;
@@ -45,7 +57,7 @@ case $name in
     weak_late_clear) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_LATE_CLEAR); expect=fail ;;
     weak_null_on_dying) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_NULL_ON_DYING); expect=pass ;;
     *)
-        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying [WORKDIR]" >&2
+        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume [WORKDIR]" >&2
         exit 2 ;;
 esac
 
@@ -59,20 +71,20 @@ if [ -z "$workdir" ]; then
     [ "${RCGC_MODEL_KEEP:-0}" = 1 ] || trap 'rm -rf "$workdir"' EXIT
 else
     mkdir -p "$workdir"
-    rm -f "$workdir"/rcgc.pml.trail "$workdir"/pan.out "$workdir"/trail.txt
+    rm -f "$workdir/$model.trail" "$workdir"/pan.out "$workdir"/trail.txt
 fi
-cp "$here/rcgc.pml" "$workdir/rcgc.pml"
+cp "$here/$model" "$workdir/$model"
 cd "$workdir"
 
 echo "run_model: $name (${defs[*]}), expecting $([ $expect = pass ] && echo '0 errors' || echo 'a violation')"
 start=$SECONDS
-"$spin" -a "${defs[@]}" rcgc.pml >spin.out 2>&1 || { cat spin.out; exit 2; }
+"$spin" -a "${defs[@]}" "$model" >spin.out 2>&1 || { cat spin.out; exit 2; }
 cc -O2 -w -DSAFETY -DBITSTATE -o pan pan.c || exit 2
 set +e
 ./pan -m200000 -w32 -k3 >pan.out 2>&1
 status=$?
 set -e
-grep -v '^Depth=' pan.out | grep -v '^\s*$' | grep -v 'unreached in' | grep -v '^\s*rcgc.pml:[0-9]*, state' || true
+grep -v '^Depth=' pan.out | grep -v '^\s*$' | grep -v 'unreached in' | grep -v "^\s*$model:[0-9]*, state" || true
 echo "run_model: pan exit status $status, $((SECONDS - start))s"
 
 errors=$(sed -n 's/.*errors: \([0-9][0-9]*\).*/\1/p' pan.out | head -1)
@@ -85,8 +97,8 @@ if grep -q 'max search depth too small' pan.out; then
     exit 1
 fi
 
-if [ -f rcgc.pml.trail ]; then
-    "$spin" -t -p -g "${defs[@]}" rcgc.pml >trail.txt 2>&1 || true
+if [ -f "$model.trail" ]; then
+    "$spin" -t -p -g "${defs[@]}" "$model" >trail.txt 2>&1 || true
     echo "--- counterexample: the last 60 steps of the replay (full: trail.txt, spin -t -p -g)"
     grep -E '^ *[0-9]+:[[:space:]]+proc|assertion violated|invalid end state' trail.txt | tail -60
 fi
@@ -99,7 +111,7 @@ if [ "$expect" = pass ]; then
     echo "run_model: FAILED: $name: spin found $errors error(s) in the real protocol" >&2
     exit 1
 fi
-if [ "$errors" -ge 1 ] && [ -f rcgc.pml.trail ]; then
+if [ "$errors" -ge 1 ] && [ -f "$model.trail" ]; then
     echo "run_model: ok: the seeded bug $name was caught"
     exit 0
 fi
