@@ -16,7 +16,8 @@
  * each; its count is one atomic word here: biased counting's split is
  * rcgc.pml's subject, and the order that matters here is buffer-then-
  * decrement).  Each mutator makes up to K (default 2) increment-decrement
- * pairs, whose decrement may buffer the object, then drops its reference.
+ * pairs (run_model.sh: K = 3, 404 945 states), whose decrement may buffer
+ * the object, then drops its reference.
  * The collector consumes entries as they appear, nondeterministically as a
  * member (pin and flag: rcgc__pin_flag with UNBUFFERED), as an object some
  * round already marked (try-increment, then UNBUFFERED), and, holding the

@@ -37,7 +37,7 @@ case $name in
     buffers*)       model=buffers.pml ;;
 esac
 case $name in
-    buffers)        defs=(-DK=2);                                    expect=pass ;;
+    buffers)        defs=(-DK=3);                                    expect=pass ;;
     buffers_after)  defs=(-DK=2 -DBUG_BUFFER_AFTER);                 expect=fail ;;
     buffers_zombie_store) defs=(-DK=2 -DBUG_ZOMBIE_STORE);           expect=fail ;;
     buffers_no_zombie_free) defs=(-DK=2 -DBUG_NO_ZOMBIE_FREE);       expect=fail ;;
