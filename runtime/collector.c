@@ -1258,17 +1258,13 @@ static void help_locked(void)
 {
     void (*fn)(part *) = gc.help_run;
     part *p = gc.help_part;
-    int cancel;
 
     if (gc.help_state != HELP_OPEN)
         return;
     gc.help_state = HELP_TAKEN;
     pthread_mutex_unlock(&gc.lock);
-    /* The collecting thread waits for this part: no cancellation point in
-       a type's traverse may end it half done. */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-    fn(p);
-    pthread_setcancelstate(cancel, NULL);
+    fn(p);             /* (rcgc_collect disabled cancellation: the
+                          collecting thread waits for this part) */
     pthread_mutex_lock(&gc.lock);
     gc.help_state = HELP_DONE;
     pthread_cond_signal(&gc.helped);
@@ -2645,6 +2641,7 @@ size_t rcgc_collect(void)
     uint64_t mine;
     size_t n;
     bool background;
+    int cancel;
 
     if (th == NULL) {
         rcgc_assert(0, "rcgc_collect", "thread not attached", NULL);
@@ -2661,7 +2658,10 @@ size_t rcgc_collect(void)
     }
     /* Our own chunk goes first, then we wait, offline, for a collection
        that starts after our request (served in order: a thread calling in a
-       loop never starves others, gh-151518). */
+       loop never starves others, gh-151518).  Not a cancellation point:
+       cancelled in the wait, a thread would leave gc.lock held, counted as
+       a helper, in a blocking region. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     rcgc_blocking_begin();
     pthread_mutex_lock(&gc.lock);
     mine = ++gc.requested;
@@ -2682,6 +2682,7 @@ size_t rcgc_collect(void)
     }
     pthread_mutex_unlock(&gc.lock);
     rcgc_blocking_end();
+    pthread_setcancelstate(cancel, NULL);
     return n;
 }
 

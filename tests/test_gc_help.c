@@ -26,13 +26,22 @@
  *               nothing offered, the same results;
  *   manual      no collector thread: rcgc_collect collects on the caller,
  *               which never waits, so nothing is offered; same results.
+ *   cancel      a thread with a cancellation pending calls rcgc_collect,
+ *               which is no cancellation point (cancelled in its wait, the
+ *               thread would leave the collector's lock held): it returns,
+ *               the thread is cancelled at its next point, and then this
+ *               thread's rcgc_collect returns too (a watchdog fails the
+ *               test if it hangs).
  * At the end the live cycles are dropped and collected: live is back to
  * where it began.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "rcgc.h"
 #include "internal.h"
@@ -204,6 +213,46 @@ static uint64_t round_of(const char *what, heap *hp, int expect_offers)
     return taken - taken0;
 }
 
+static volatile sig_atomic_t cancel_returned;
+
+static void *cancelled_collector(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    pthread_cancel(pthread_self());         /* pending: deferred */
+    rcgc_collect();
+    cancel_returned = 1;
+    pthread_testcancel();                   /* cancelled here; detached on exit */
+    return NULL;
+}
+
+static void on_alarm(int sig)
+{
+    static const char msg[] = "not ok - cancel: rcgc_collect hung (the collector's "
+                              "lock left held by a cancelled thread)\nBail out!\n";
+    (void)sig;
+    (void)!write(1, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void cancel_case(void)
+{
+    pthread_t t;
+    void *ret;
+
+    signal(SIGALRM, on_alarm);
+    alarm(60);
+    TAP_REQUIRE(pthread_create(&t, NULL, cancelled_collector, NULL) == 0, "pthread_create");
+    pthread_join(t, &ret);
+    ok(ret == PTHREAD_CANCELED && cancel_returned,
+       "cancel: rcgc_collect returned to a thread with a cancellation pending, "
+       "which was cancelled afterwards");
+    rcgc_collect();
+    alarm(0);
+    ok(1, "cancel: rcgc_collect afterwards returns");
+}
+
 int main(void)
 {
     static heap hp;
@@ -225,6 +274,7 @@ int main(void)
     round_of("alone", &hp, 0);
     rcgc__test_help(before, NULL, NULL);
     is_size((size_t)(live_now() - live0), 0, "nothing left alive");
+    cancel_case();
     rcgc_shutdown();
 
     opts.manual = 1;
