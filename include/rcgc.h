@@ -160,7 +160,10 @@ size_t rcgc_collect(void);     /* gc.collect(): a full collection that reclaims 
                                   thread buffered it; waits for it; returns the number
                                   of objects reclaimed as cycle garbage.  Called from a
                                   finalizer or a callback during a collection, returns
-                                  0 at once. */
+                                  0 at once.  While it waits, the calling thread may
+                                  run part of the collection (types' traverse).  Not a
+                                  cancellation point (nor are rcgc_init, rcgc_shutdown
+                                  and rcgc_reclaim_wait). */
 void   rcgc_enable(void);       /* gc.enable() */
 void   rcgc_disable(void);      /* gc.disable(): no automatic collections */
 int    rcgc_isenabled(void);    /* gc.isenabled() */

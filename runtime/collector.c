@@ -1263,8 +1263,8 @@ static void help_locked(void)
         return;
     gc.help_state = HELP_TAKEN;
     pthread_mutex_unlock(&gc.lock);
-    fn(p);             /* (rcgc_collect disabled cancellation: the
-                          collecting thread waits for this part) */
+    fn(p);             /* no cancellation (rcgc_collect): the collecting
+                          thread waits for this part */
     pthread_mutex_lock(&gc.lock);
     gc.help_state = HELP_DONE;
     pthread_cond_signal(&gc.helped);
@@ -2635,13 +2635,12 @@ void rcgc__gc_fill_stats(rcgc_stats *out)
 
 /* ---- the gc module ------------------------------------------------------- */
 
-size_t rcgc_collect(void)
+static size_t collect_call(void)
 {
     rcgc__thread *th = rcgc__tls_thread;
     uint64_t mine;
     size_t n;
     bool background;
-    int cancel;
 
     if (th == NULL) {
         rcgc_assert(0, "rcgc_collect", "thread not attached", NULL);
@@ -2658,10 +2657,7 @@ size_t rcgc_collect(void)
     }
     /* Our own chunk goes first, then we wait, offline, for a collection
        that starts after our request (served in order: a thread calling in a
-       loop never starves others, gh-151518).  Not a cancellation point:
-       cancelled in the wait, a thread would leave gc.lock held, counted as
-       a helper, in a blocking region. */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+       loop never starves others, gh-151518). */
     rcgc_blocking_begin();
     pthread_mutex_lock(&gc.lock);
     mine = ++gc.requested;
@@ -2682,6 +2678,19 @@ size_t rcgc_collect(void)
     }
     pthread_mutex_unlock(&gc.lock);
     rcgc_blocking_end();
+    return n;
+}
+
+/* No cancellation point (runtime.c, "Cancellation"): cancelled in its wait,
+   a thread would leave gc.lock held, counted as a helper, in a blocking
+   region; in a finalizer, a collection half done. */
+size_t rcgc_collect(void)
+{
+    size_t n;
+    int cancel;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    n = collect_call();
     pthread_setcancelstate(cancel, NULL);
     return n;
 }

@@ -228,7 +228,7 @@ void rcgc__mem_fork(enum rcgc__fork_step step)
     rcgc__fork_lock_stripes(&pool.lock, 1, 0, step);
 }
 
-int rcgc_init(const rcgc_options *opts)
+static int init(const rcgc_options *opts)
 {
     rcgc_options o;
     bool cache;
@@ -278,7 +278,7 @@ int rcgc_init(const rcgc_options *opts)
     return 0;
 }
 
-void rcgc_shutdown(void)
+static void shutdown_runtime(void)
 {
     size_t others;
     bool attached = rcgc__tls_thread != NULL;
@@ -315,7 +315,7 @@ void rcgc_shutdown(void)
     pool_flush();
 }
 
-void rcgc_reclaim_wait(void)
+static void reclaim_wait(void)
 {
     rcgc__thread *th = rcgc__tls_thread;
     bool was_blocking;
@@ -340,6 +340,44 @@ void rcgc_reclaim_wait(void)
     pool_flush();
     if (!was_blocking)
         rcgc_blocking_end();
+}
+
+/*
+ * Cancellation.  The calls that wait (rcgc_init for the collector thread
+ * to start, rcgc_shutdown for it to end and for the last reclamation,
+ * rcgc_reclaim_wait for the reclaimer, rcgc_collect for its collection)
+ * are no cancellation points, though the waits inside them are: a thread
+ * cancelled there would leave a lock of the runtime held, a count of
+ * waiters wrong, or a collection half done, and the next caller would
+ * wait forever.  A cancellation pending meanwhile acts at the thread's next
+ * cancellation point.
+ */
+int rcgc_init(const rcgc_options *opts)
+{
+    int cancel, err;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    err = init(opts);
+    pthread_setcancelstate(cancel, NULL);
+    return err;
+}
+
+void rcgc_shutdown(void)
+{
+    int cancel;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    shutdown_runtime();
+    pthread_setcancelstate(cancel, NULL);
+}
+
+void rcgc_reclaim_wait(void)
+{
+    int cancel;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    reclaim_wait();
+    pthread_setcancelstate(cancel, NULL);
 }
 
 void rcgc_get_stats(rcgc_stats *out)
