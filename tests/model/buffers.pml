@@ -16,7 +16,7 @@
  * each; its count is one atomic word here: biased counting's split is
  * rcgc.pml's subject, and the order that matters here is buffer-then-
  * decrement).  Each mutator makes up to K (default 2) increment-decrement
- * pairs (run_model.sh: K = 3, 404 945 states), whose decrement may buffer
+ * pairs (run_model.sh: K = 3, 3 898 516 states), whose decrement may buffer
  * the object, then drops its reference.
  * The collector consumes entries as they appear, nondeterministically as a
  * member (pin and flag: rcgc__pin_flag with UNBUFFERED), as an object some
@@ -24,6 +24,13 @@
  * pin, may buffer it again (rebuffer: a failed Delta-test); then it
  * unflags and drops its pin (which may be the last reference; the
  * collector's own decrements buffer nothing, th->no_buffer).
+ *
+ * A mutator may also find no memory for a root chunk (rcgc__buffer_root):
+ * the object is then marked MISSED, its UNBUFFERED set again, and the
+ * missed count raised; the collector's find_missed pins every MISSED object
+ * still in the registry (snapshot_with, under the shard's lock: an object
+ * being disposed has left it), clears MISSED, buffers it if it clears
+ * UNBUFFERED itself, and unpins it.
  *
  * Encoding: ow is the owner word's flags (the tid is left out: nothing here
  * depends on it): OWNER_SCAN 1, OWNER_UNBUFFERED 2, OWNER_ZOMBIE 4, as in
@@ -43,6 +50,9 @@
  *   BUG_NO_CONSUME     a member is flagged without UNBUFFERED (the entry
  *                      taken, the bit left clear): its death makes a zombie
  *                      that no entry names any more.
+ *   BUG_MISSED_TWICE   find_missed buffers a MISSED object without clearing
+ *                      UNBUFFERED itself: a second entry, which outlives
+ *                      the object.
  */
 
 #ifndef K
@@ -59,6 +69,9 @@ byte entries = 0;           /* root-buffer entries naming the object */
 bool freed = false;
 byte frees = 0;
 byte done = 0;              /* mutators finished */
+bool missed_bit = false;    /* gc_bits' MISSED */
+byte missed = 0;            /* the missed count */
+bool inreg = true;          /* in the registry of tracked objects */
 
 /* Any touch of the object's memory. */
 #define ACCESS  assert(!freed)
@@ -72,7 +85,7 @@ inline free_memory()
    entry's consumer. */
 inline dispose(t)
 {
-    ACCESS;
+    d_step { ACCESS; inreg = false };        /* rcgc__registry_remove */
     t = ow;                                 /* load (acquire) */
     if
     :: (t & UNBUF) -> free_memory()
@@ -96,6 +109,10 @@ inline buffer(t)
     d_step { ACCESS; t = ow; ow = ow & ~UNBUF };        /* fetch_and */
     if
     :: (t & UNBUF) -> entries++             /* ours to buffer: once */
+    :: (t & UNBUF) ->                       /* ... but no memory for a chunk */
+        d_step { ACCESS; missed_bit = true };
+        d_step { ACCESS; ow = ow | UNBUF };
+        missed++
     :: else -> skip
     fi
 }
@@ -191,6 +208,26 @@ inline take(t, last)
     fi
 }
 
+/* find_missed, for the one object. */
+inline find_missed(t, last)
+{
+    if
+    :: d_step { inreg && missed_bit && cnt > 0 -> cnt++ } ->  /* snapshot: pinned */
+        d_step { ACCESS; missed_bit = false };
+#ifndef BUG_MISSED_TWICE
+        d_step { ACCESS; t = ow; ow = ow & ~UNBUF };
+        if
+        :: (t & UNBUF) -> entries++
+        :: else -> skip
+        fi;
+#else
+        entries++;
+#endif
+        unpin(t, last)
+    :: else -> skip
+    fi
+}
+
 proctype collector()
 {
     byte t;
@@ -198,7 +235,8 @@ proctype collector()
 
     do
     :: d_step { entries > 0 -> entries-- } -> take(t, last)
-    :: d_step { done == 2 && entries == 0 -> skip } -> break
+    :: d_step { missed > 0 -> missed = 0 } -> find_missed(t, last)
+    :: d_step { done == 2 && entries == 0 && missed == 0 -> skip } -> break
     od
 }
 

@@ -8,8 +8,8 @@
 # weak_all; buffers: buffers.pml), which must verify with 0 errors, or a
 # seeded bug (merged_first, no_grace, plain_free, no_barrier, owner_store,
 # no_pin, weak_plain, weak_late_clear; buffers_after, buffers_zombie_store,
-# buffers_no_zombie_free, buffers_no_consume), for which spin must report a
-# violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
+# buffers_no_zombie_free, buffers_no_consume, buffers_missed_twice), for
+# which spin must report a violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
 # tool error.  WORKDIR (default: a fresh temporary directory, removed at
 # the end unless RCGC_MODEL_KEEP=1) receives pan.c, pan, the output and any
 # trail; a violation's trail is replayed (spin -t) into trail.txt and its
@@ -42,6 +42,7 @@ case $name in
     buffers_zombie_store) defs=(-DK=2 -DBUG_ZOMBIE_STORE);           expect=fail ;;
     buffers_no_zombie_free) defs=(-DK=2 -DBUG_NO_ZOMBIE_FREE);       expect=fail ;;
     buffers_no_consume) defs=(-DK=2 -DBUG_NO_CONSUME);               expect=fail ;;
+    buffers_missed_twice) defs=(-DK=2 -DBUG_MISSED_TWICE);           expect=fail ;;
     real)           defs=(-DK=1);                                    expect=pass ;;
     real_exchange)  defs=(-DK1=2 -DK2=1 -DOPS=8);                    expect=pass ;;
     merged_first)   defs=(-DK=1 -DBUG_MERGED_FIRST);                 expect=fail ;;
@@ -57,7 +58,7 @@ case $name in
     weak_late_clear) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_LATE_CLEAR); expect=fail ;;
     weak_null_on_dying) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_NULL_ON_DYING); expect=pass ;;
     *)
-        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume [WORKDIR]" >&2
+        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice [WORKDIR]" >&2
         exit 2 ;;
 esac
 
