@@ -391,16 +391,27 @@ static size_t page_round(size_t bytes)
     return (bytes + page - 1) & ~(page - 1);
 }
 
-/* The mapped vector's storage becomes `bytes` (page-rounded) long. */
+/* The mapped vector's storage becomes `bytes` (page-rounded) long.  Under
+   ThreadSanitizer a new mapping, a copy and munmap instead of mremap:
+   gcc 12's runtime does not intercept mremap, so a range that mremap moved
+   away from keeps its shadow, and a helper's vector that the kernel later
+   places there (see "Help") reports a race with the collecting thread's
+   old writes, which the kernel's mapping lock orders. */
 static void *map_resize(void *old, size_t old_bytes, size_t bytes)
 {
     void *p;
 
-    if (old == NULL)
+    if (old == NULL || RCGC_TSAN)
         p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     else
         p = mremap(old, old_bytes, bytes, MREMAP_MAYMOVE);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    if (old != NULL && RCGC_TSAN) {
+        memcpy(p, old, old_bytes < bytes ? old_bytes : bytes);
+        munmap(old, old_bytes);
+    }
+    return p;
 }
 
 static bool vec_reserve(vec *v, size_t more)
