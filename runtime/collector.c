@@ -1123,10 +1123,11 @@ static size_t index_of(rcgc__header *h)
     return rcgc__gclink_of(h)->index;      /* 1 + member index, 0: none */
 }
 
-static bool push_index(collection *c, vec *v, size_t i)
+/* Appends index i to v; false, with *oom set, if there is no room. */
+static bool push_index(bool *oom, vec *v, size_t i)
 {
     if (v->n >= MEMBER_MAX || !vec_reserve(v, 1)) {
-        c->oom = true;
+        *oom = true;
         return false;
     }
     VEC_AT(v, uint32_t, v->n++) = (uint32_t)i;
@@ -1219,22 +1220,23 @@ typedef struct part {
     bool weakrefs, finalizers;     /* step 4: some member has them */
     bool failed, overcounted;      /* step 6 */
     size_t sigma_failures;         /* step 6 */
-} part;
+} __attribute__((aligned(64))) part;   /* a line each: both threads write theirs
+                                          at every member */
 
-/* Runs fn over the table: p[0] covers it and p[1] is empty, unless a
-   caller waits to help, when each takes half and the second is offered
-   to it. */
+/* Runs fn over the whole table: in p[0] alone, or, when a caller waits to
+   help, in halves, the second (p[1]) offered to it. */
 static void run_parts(collection *c, void (*fn)(part *), part *p)
 {
     size_t n = c->members.n;
-    bool posted = false;
+    bool posted = false, taken = false;
 
+    p[0].from = 0;
+    p[0].to = p[1].from = p[1].to = n;
     p[0].collecting = true;
-    if (n >= rcgc__u64_load_relaxed(&help_min) && n >= 2) {
+    if (n >= rcgc__u64_load_relaxed(&help_min)) {
         pthread_mutex_lock(&gc.lock);
         if (gc.helpers > 0 && gc.help_state == HELP_NONE) {
-            p[0].to = n / 2;
-            p[1].from = n / 2;
+            p[0].to = p[1].from = n / 2;
             gc.help_run = fn;
             gc.help_part = &p[1];
             gc.help_state = HELP_OPEN;
@@ -1245,19 +1247,19 @@ static void run_parts(collection *c, void (*fn)(part *), part *p)
         pthread_mutex_unlock(&gc.lock);
     }
     fn(&p[0]);
-    if (posted) {
-        pthread_mutex_lock(&gc.lock);
-        posted = gc.help_state != HELP_OPEN;   /* taken */
-        help_taken += posted;
-        while (gc.help_state == HELP_TAKEN)
-            pthread_cond_wait(&gc.helped, &gc.lock);
-        gc.help_state = HELP_NONE;
-        gc.help_part = NULL;
-        pthread_mutex_unlock(&gc.lock);
-    }
-    if (posted) {
+    if (!posted)
+        return;
+    pthread_mutex_lock(&gc.lock);
+    taken = gc.help_state != HELP_OPEN;
+    help_taken += taken;
+    while (gc.help_state == HELP_TAKEN)
+        pthread_cond_wait(&gc.helped, &gc.lock);
+    gc.help_state = HELP_NONE;
+    gc.help_part = NULL;
+    pthread_mutex_unlock(&gc.lock);
+    if (taken) {
         c->helped++;
-    } else if (p[1].from < p[1].to) {
+    } else {
         p[1].collecting = true;
         fn(&p[1]);
     }
@@ -1285,19 +1287,16 @@ static void edge_visit(rcgc_ref *slot, void *ctx)
 {
     part *p = ctx;
     void *obj = rcgc__slot_load_acquire(slot);
-    vec *v = p->edges;
     size_t j;
 
     if (obj == NULL)
         return;
     j = (rcgc__u32_load_relaxed(&rcgc__hdr(obj)->gc_bits) & RCGC__GC_TRACKED)
             ? index_of(rcgc__hdr(obj)) : 0;
-    if (j == 0)
-        p->external++;
-    else if (v->n < MEMBER_MAX && vec_reserve(v, 1))
-        VEC_AT(v, uint32_t, v->n++) = (uint32_t)(j - 1);
+    if (j != 0)
+        push_index(&p->oom, p->edges, j - 1);
     else
-        p->oom = true;
+        p->external++;
 }
 
 /* The component of member i (after join). */
@@ -1686,10 +1685,8 @@ static void examine(collection *c)
     /* 4. count: one reading of each member's counts and slots, perhaps
        in two parts (see "Help"), the second's edges then appended to the
        first's. */
-    part p[2] = {
-        { .c = c, .from = 0, .to = n, .edges = &c->edges },
-        { .c = c, .from = n, .to = n, .edges = &c->help_edges },
-    };
+    part p[2] = { { .c = c, .edges = &c->edges }, { .c = c, .edges = &c->help_edges } };
+    part q[2] = { { .c = c }, { .c = c } };
     size_t mid = n, base = 0;
 
     vec_clear(&c->help_edges);
@@ -1724,7 +1721,7 @@ static void examine(collection *c)
         if (i >= mid)
             m->edges += (uint32_t)base;    /* step 4's second part */
         m->color = m->crc > 0 ? BLACK : WHITE;
-        if (m->color == BLACK && !push_index(c, &c->stack, i))
+        if (m->color == BLACK && !push_index(&c->oom, &c->stack, i))
             return;
     }
     while (c->stack.n > 0) {
@@ -1733,7 +1730,7 @@ static void examine(collection *c)
             member *t = member_at(c, VEC_AT(&c->edges, uint32_t, e));
             if (t->color == WHITE) {
                 t->color = BLACK;
-                if (!push_index(c, &c->stack, VEC_AT(&c->edges, uint32_t, e)))
+                if (!push_index(&c->oom, &c->stack, VEC_AT(&c->edges, uint32_t, e)))
                     return;
             }
         }
@@ -1744,12 +1741,10 @@ static void examine(collection *c)
        DYING; a failure keeps its whole component (after the pass: join),
        so one busy object does not hold back unrelated garbage.  Perhaps
        in two parts (see "Help"). */
-    p[0] = (part){ .c = c, .from = 0, .to = n };
-    p[1] = (part){ .c = c, .from = n, .to = n };
-    run_parts(c, delta_part, p);
-    c->sigma_failures += p[0].sigma_failures + p[1].sigma_failures;
-    failed = p[0].failed || p[1].failed;
-    overcounted = p[0].overcounted || p[1].overcounted;
+    run_parts(c, delta_part, q);
+    c->sigma_failures += q[0].sigma_failures + q[1].sigma_failures;
+    failed = q[0].failed || q[1].failed;
+    overcounted = q[0].overcounted || q[1].overcounted;
     if (failed) {
         for (size_t i = 0; i < n; i++) {
             member *m = member_at(c, i);
