@@ -43,6 +43,11 @@ typedef struct { uint64_t v; } rcgc__u64;
         return __atomic_compare_exchange_n(&a->v, expected, desired, 0,          \
                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED);  \
     }                                                                            \
+    static inline bool name##_cas_seq_cst(wtype *a, type *expected, type desired) \
+    {                                                                            \
+        return __atomic_compare_exchange_n(&a->v, expected, desired, 0,          \
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);  \
+    }                                                                            \
     static inline void name##_store_release(wtype *a, type x)                    \
     { __atomic_store_n(&a->v, x, __ATOMIC_RELEASE); }                            \
     static inline type name##_fetch_add_relaxed(wtype *a, type x)                \

@@ -675,14 +675,22 @@ static void hand_over(rcgc__roots *chunk)
  * glibc consolidate every fast bin of the arena first (see "Large
  * frees"), bins that the collector's frees of the mutator's objects fill,
  * under the arena's lock; with chunks from malloc, BM_pause saw single
- * decrements of 0.2 to 2 ms, and none since.  A mutator that maps one
- * makes a system call, a few microseconds.
+ * decrements of 0.2 to 2 ms, and none since.  A mutator that maps
+ * chunks makes a system call, a few microseconds.
+ *
+ * The pool's word holds its top chunk's address with the number of chunks
+ * in the low bits (chunks are aligned to ROOTS_ALIGN, above CHUNK_POOL_MAX),
+ * so that taking the pool tells how many were taken without walking the
+ * list: the walk touched a page per chunk, and with the pool full it took
+ * a decrement 50-120 us in BM_pause.  A push (chunk_put) reads nothing
+ * from the top chunk and its CAS compares the whole word, which describes
+ * the whole stack, so it is right whatever happened in between (no ABA);
+ * a pop takes the whole stack by exchange.
  */
 #define CHUNK_POOL_MAX 256
 #define CHUNK_POOL_MIN 16
 
-static rcgc__ptr chunk_pool;       /* emptied chunks, linked by next */
-static rcgc__u64 chunk_pool_n;     /* about how many */
+static rcgc__word chunk_pool;      /* top chunk | count; chunks linked by next */
 static rcgc__u64 chunk_misses;     /* chunks a mutator had to map */
 static rcgc__u64 missed;           /* objects a mutator could not buffer */
 
@@ -698,6 +706,13 @@ static rcgc__u64 missed;           /* objects a mutator could not buffer */
  */
 #define ROOTS_ALIGN   ((size_t)(RCGC_TEST_HARD ? 16 : 1024))
 #define ROOTS_CLAIMED ((uintptr_t)1)
+
+/* The pool's word (see above); the RCGC_TEST_HARD build's tiny chunks
+   leave room for a count of 15. */
+#define POOL_MAX   (ROOTS_ALIGN - 1 < CHUNK_POOL_MAX ? ROOTS_ALIGN - 1 : CHUNK_POOL_MAX)
+#define POOL_MIN   (CHUNK_POOL_MIN < POOL_MAX ? CHUNK_POOL_MIN : POOL_MAX)
+#define POOL_TOP(w)   ((rcgc__roots *)((w) & ~(uintptr_t)(ROOTS_ALIGN - 1)))
+#define POOL_COUNT(w) ((size_t)((w) & (ROOTS_ALIGN - 1)))
 _Static_assert(RCGC__ROOTS_CHUNK < ROOTS_ALIGN, "a count fits below the alignment");
 _Static_assert(ROOTS_ALIGN <= 4096, "mmap aligns a chunk to ROOTS_ALIGN");
 _Static_assert(sizeof(rcgc__roots) % ROOTS_ALIGN == 0, "aligned_alloc's rule");
@@ -709,18 +724,48 @@ _Static_assert(sizeof(rcgc__roots) % ROOTS_ALIGN == 0, "aligned_alloc's rule");
 /* Chunks in existence, for a test's leak check (rcgc__test_chunks). */
 static rcgc__u64 chunks_live;
 
+/*
+ * Up to n chunks, linked by next (NULL: no memory).  Mapped chunks come
+ * CHUNK_BATCH at a time, in one mapping, so that a mutator whose pool ran
+ * dry makes one system call for that many chunks: in BM_pause a mutator
+ * mapped 22-76 chunks in a run, one call each, a few of them taking 30-70
+ * us; 1-5 calls with batches.  Each chunk of a batch is unmapped on its
+ * own later (chunk_free), as munmap allows.
+ */
+#define CHUNK_BATCH (CHUNK_MAPPED ? 16 : 1)
+
+static rcgc__roots *chunk_alloc_batch(size_t n)
+{
+    rcgc__roots *list = NULL;
+    char *p;
+
+    if (n > CHUNK_BATCH)
+        n = CHUNK_BATCH;
+    if (!CHUNK_MAPPED) {
+        list = aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
+        if (list == NULL)
+            return NULL;
+        list->next = NULL;
+        rcgc__u64_fetch_add_relaxed(&chunks_live, 1);
+        return list;
+    }
+    p = mmap(NULL, n * sizeof(rcgc__roots), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    for (size_t i = n; i-- > 0;) {
+        rcgc__roots *k = (rcgc__roots *)(p + i * sizeof(rcgc__roots));
+        k->next = list;
+        list = k;
+    }
+    rcgc__u64_fetch_add_relaxed(&chunks_live, n);
+    return list;
+}
+
+/* One chunk (the collecting thread's own needs). */
 static rcgc__roots *chunk_alloc(void)
 {
-    void *p;
-
-    if (!CHUNK_MAPPED)
-        p = aligned_alloc(ROOTS_ALIGN, sizeof(rcgc__roots));
-    else if ((p = mmap(NULL, sizeof(rcgc__roots), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)) == MAP_FAILED)
-        p = NULL;
-    if (p != NULL)
-        rcgc__u64_fetch_add_relaxed(&chunks_live, 1);
-    return p;
+    return chunk_alloc_batch(1);
 }
 
 static void chunk_free(rcgc__roots *k)
@@ -771,16 +816,12 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
     if (rcgc__u32_load_relaxed(&roots_fail))
         return NULL;
 
-    if (k == NULL && rcgc__ptr_load_relaxed(&chunk_pool) != NULL) {
-        size_t n = 0;
-        k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL);
-        for (rcgc__roots *p = k; p != NULL; p = p->next)
-            n++;
-        rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, -(uint64_t)n);
-    }
+    if (k == NULL && rcgc__word_load_relaxed(&chunk_pool) != 0)
+        k = POOL_TOP(rcgc__word_exchange_seq_cst(&chunk_pool, 0));
     if (k == NULL) {
         rcgc__u64_fetch_add_relaxed(&chunk_misses, 1);
-        return chunk_alloc();
+        if ((k = chunk_alloc_batch(CHUNK_BATCH)) == NULL)
+            return NULL;
     }
     th->spare_chunks = k->next;
     return k;
@@ -788,41 +829,48 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
 
 static void chunk_put(rcgc__roots *k)
 {
-    void *top;
+    uintptr_t w = rcgc__word_load_relaxed(&chunk_pool);
 
-    if (rcgc__u64_load_relaxed(&chunk_pool_n) >= CHUNK_POOL_MAX) {
-        chunk_free(k);
-        return;
-    }
-    rcgc__u64_fetch_add_seq_cst(&chunk_pool_n, 1);
-    top = rcgc__ptr_load_relaxed(&chunk_pool);
-    do
-        k->next = top;
-    while (!rcgc__ptr_cas_seq_cst(&chunk_pool, &top, k));
+    do {
+        if (POOL_COUNT(w) >= POOL_MAX) {
+            chunk_free(k);
+            return;
+        }
+        k->next = POOL_TOP(w);
+    } while (!rcgc__word_cas_seq_cst(&chunk_pool, &w, (uintptr_t)k | (POOL_COUNT(w) + 1)));
+}
+
+static size_t pool_count(void)
+{
+    return POOL_COUNT(rcgc__word_load_relaxed(&chunk_pool));
 }
 
 /*
  * The collecting thread keeps the pool stocked, at the start of a
  * collection and every so often during one, so that mutators seldom
  * map a chunk themselves (a system call inside a decrement).  The
- * stock doubles, up to CHUNK_POOL_MAX, whenever a mutator found the pool
+ * stock doubles, up to POOL_MAX, whenever a mutator found the pool
  * empty since the last look.  Collecting thread only.
  */
 static void chunk_pool_tend(void)
 {
-    static uint64_t want = CHUNK_POOL_MIN, misses_seen;
+    static uint64_t want = POOL_MIN, misses_seen;
     uint64_t misses = rcgc__u64_load_relaxed(&chunk_misses);
 
     if (misses != misses_seen) {
         misses_seen = misses;
-        want = want * 2 < CHUNK_POOL_MAX ? want * 2 : CHUNK_POOL_MAX;
+        want = want * 2 < POOL_MAX ? want * 2 : POOL_MAX;
     }
-    while (rcgc__u64_load_relaxed(&chunk_pool_n) < want) {
-        rcgc__roots *k = chunk_alloc();
+    for (size_t n; (n = pool_count()) < want;) {
+        rcgc__roots *k = chunk_alloc_batch(want - n);
 
         if (k == NULL)
             break;
-        chunk_put(k);
+        while (k != NULL) {
+            rcgc__roots *next = k->next;
+            chunk_put(k);
+            k = next;
+        }
     }
 }
 
@@ -2122,7 +2170,7 @@ static bool         surplus_sort_fails;   /* a test's injected failure */
 
 static void chunk_retire(rcgc__roots *k)
 {
-    if (!CHUNK_MAPPED || rcgc__u64_load_relaxed(&chunk_pool_n) < CHUNK_POOL_MAX) {
+    if (!CHUNK_MAPPED || pool_count() < POOL_MAX) {
         chunk_put(k);
         return;
     }
@@ -2591,12 +2639,11 @@ void rcgc__gc_shutdown_collect(void)
         unpin_all(&objs, 0);
     }
     vec_free(&objs);
-    for (rcgc__roots *k = rcgc__ptr_exchange_seq_cst(&chunk_pool, NULL), *next; k != NULL;
-         k = next) {
+    for (rcgc__roots *k = POOL_TOP(rcgc__word_exchange_seq_cst(&chunk_pool, 0)), *next;
+         k != NULL; k = next) {
         next = k->next;
         chunk_free(k);
     }
-    rcgc__u64_store_seq_cst(&chunk_pool_n, 0);
     lock_collect();
     work_trim(0);
     pthread_mutex_unlock(&collect_mutex);
@@ -3118,8 +3165,8 @@ void rcgc__collector_fork_inner(enum rcgc__fork_step step)
 
         /* The collector thread and rcgc_collect's waiters are gone.  A
            thread that stopped between pushing a chunk and adding its
-           count, or between taking the pool and counting it, left these
-           counts off: they are counted again. */
+           count left the count off: it is counted again (the pool's count
+           is in its word). */
         pthread_cond_init(&gc.done, NULL);
         pthread_cond_init(&gc.helped, NULL);
         gc.helpers = 0;
@@ -3132,10 +3179,6 @@ void rcgc__collector_fork_inner(enum rcgc__fork_step step)
         for (rcgc__roots *k = rcgc__ptr_load_relaxed(&pending); k != NULL; k = k->next)
             n += k->n;
         rcgc__u64_store_relaxed(&npending, n);
-        n = 0;
-        for (rcgc__roots *k = rcgc__ptr_load_relaxed(&chunk_pool); k != NULL; k = k->next)
-            n++;
-        rcgc__u64_store_relaxed(&chunk_pool_n, n);
     }
     pthread_mutex_unlock(&gc.lock);
 }

@@ -25,8 +25,8 @@
  *          the runtime is inside liburcu's registry or grace-period code.
  * parent   lets them go in the reverse order; the thread comes back online.
  * child    lets them go, makes condition variables and semaphores new (their
- *          waiters are gone), and counts again the two counters a thread
- *          may have left behind its list (collector.c).  Then each other
+ *          waiters are gone), and counts again the candidates a thread
+ *          may have left out of their count (collector.c).  Then each other
  *          thread leaves as rcgc_thread_detach would have made it leave,
  *          done on its behalf (thread.c): out of the thread registry, so
  *          that its objects are merged by whoever next meets them (I4, as
