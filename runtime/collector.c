@@ -894,11 +894,26 @@ static inline void chunk_pool_tend_at(size_t step)
         chunk_pool_tend();
 }
 
-void rcgc__roots_spares_free(rcgc__thread *th)
+/* A leaving thread's spare chunks go back to the pool, those beyond its
+   bound to the system: a thread that took the pool and left would
+   otherwise unmap it all (a system call a chunk), and the next thread map
+   it again. */
+void rcgc__roots_spares_return(rcgc__thread *th)
 {
     while (th->spare_chunks != NULL) {
         rcgc__roots *k = th->spare_chunks;
         th->spare_chunks = k->next;
+        chunk_put(k);
+    }
+}
+
+/* The pool's chunks to the system (rcgc_shutdown, once no thread is left
+   attached). */
+void rcgc__roots_pool_free(void)
+{
+    for (rcgc__roots *k = POOL_TOP(rcgc__word_exchange_seq_cst(&chunk_pool, 0)), *next;
+         k != NULL; k = next) {
+        next = k->next;
         chunk_free(k);
     }
 }
@@ -2639,11 +2654,7 @@ void rcgc__gc_shutdown_collect(void)
         unpin_all(&objs, 0);
     }
     vec_free(&objs);
-    for (rcgc__roots *k = POOL_TOP(rcgc__word_exchange_seq_cst(&chunk_pool, 0)), *next;
-         k != NULL; k = next) {
-        next = k->next;
-        chunk_free(k);
-    }
+    rcgc__roots_pool_free();
     lock_collect();
     work_trim(0);
     pthread_mutex_unlock(&collect_mutex);
@@ -3073,7 +3084,7 @@ size_t rcgc__test_work_kept(void)
 size_t rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max)
 {
     if (pool_max != NULL)
-        *pool_max = CHUNK_POOL_MAX;
+        *pool_max = POOL_MAX;
     lock_collect();
     if (fail == 0 || fail == 1)
         surplus_sort_fails = fail;

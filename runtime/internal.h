@@ -224,7 +224,8 @@ void   rcgc__roots_safepoint(rcgc__thread *th);    /* ... if it is due */
 void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
 bool   rcgc__registry_remove(rcgc__header *h);
 void   rcgc__registry_flush(void);
-void   rcgc__roots_spares_free(rcgc__thread *th);
+void   rcgc__roots_spares_return(rcgc__thread *th);   /* at detach: to the pool */
+void   rcgc__roots_pool_free(void);                    /* rcgc_shutdown, last */
 extern rcgc__u64 rcgc__freeze_count;
 
 /* ---- refcount.c -------------------------------------------------------- */

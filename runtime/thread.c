@@ -135,12 +135,13 @@ static void unlist_locked(rcgc__thread *th)
 }
 
 /* What a leaving thread hands back besides its candidates: its dead
-   objects to the reclaimer, its cache to malloc, its spare root chunks. */
+   objects to the reclaimer, its cache to malloc, its spare root chunks
+   to the pool. */
 static void give_back(rcgc__thread *th)
 {
     rcgc__reclaim_flush(th);
     rcgc__cache_flush(th);
-    rcgc__roots_spares_free(th);
+    rcgc__roots_spares_return(th);
 }
 
 /* Merges the entries of a merge queue taken off a thread. */

@@ -13,12 +13,19 @@
  *               (rcgc__test_chunks): the fallback unmapped the surplus,
  *               which was not empty, and the same bound holds;
  *   again       the sort works again: a third collection, same bound, and
- *               the fallback not used.
+ *               the fallback not used;
+ *   threads     THREADS threads, one after another, attach, make one
+ *               candidate (so each takes the whole pool as its spares)
+ *               and detach: each gives its spares back to the pool, so the
+ *               chunks in existence stay as they were (a thread that
+ *               unmapped its spares left the next one to map chunks again);
+ *   shutdown    after rcgc_shutdown no chunk is left.
  *
  * The hard build's chunks hold two entries and come from malloc, and a
  * collection keeps every one of them in the pool: no surplus, skipped.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,7 +36,9 @@
 #include "gc_test.h"
 
 #define PAIRS      200000        /* 400 000 candidates: some 390 chunks */
-#define OWN_SLACK  8             /* this thread's chunk and spares */
+#define OWN_SLACK  17            /* this thread's chunk and spares (a batch
+                                    of 16 is mapped at once) */
+#define THREADS    8
 
 typedef struct node {
     rcgc_ref next;
@@ -63,6 +72,50 @@ static void round_of(const char *what, int fail, int fallback_expected)
        pool_max, OWN_SLACK);
 }
 
+static void *one_candidate(void *arg)
+{
+    node *a, *b;
+
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    a = rcgc_new(&node_type);
+    b = rcgc_new(&node_type);
+    if (a != NULL && b != NULL) {
+        rcgc_ref_store(&a->next, b);
+        rcgc_ref_store(&b->next, a);
+    }
+    rcgc_decref(a);                    /* a candidate: a chunk taken */
+    rcgc_decref(b);
+    rcgc_thread_detach();              /* the chunk handed over, spares back */
+    return arg;
+}
+
+static void threads_come_and_go(void)
+{
+    size_t before, after;
+    int started = 0;
+
+    rcgc_collect();                    /* the pool stocked */
+    before = rcgc__test_chunks(-1, NULL, NULL);
+    for (int i = 0; i < THREADS; i++) {
+        pthread_t t;
+
+        if (pthread_create(&t, NULL, one_candidate, NULL) != 0)
+            break;
+        rcgc_blocking_begin();
+        pthread_join(t, NULL);
+        rcgc_blocking_end();
+        started++;
+    }
+    after = rcgc__test_chunks(-1, NULL, NULL);
+    is_int(started, THREADS, "threads: %d threads came and went", THREADS);
+    ok(before > 1, "threads: the pool held chunks (%zu in all)", before);
+    ok(after >= before, "threads: their spares went back to the pool "
+       "(%zu chunks before, %zu after)", before, after);
+    is_size(rcgc_collect(), 2 * (size_t)THREADS, "threads: their cycles collected");
+}
+
 int main(void)
 {
     rcgc_options opts = { 0 };
@@ -76,6 +129,8 @@ int main(void)
     round_of("sorted", 0, 0);
     round_of("one by one", 1, 1);
     round_of("again", 0, 0);
+    threads_come_and_go();
     rcgc_shutdown();
+    is_size(rcgc__test_chunks(-1, NULL, NULL), 0, "shutdown: no root chunk left");
     return done_testing();
 }
