@@ -13,7 +13,9 @@
  *               the raw partner must be intact (members stay valid until
  *               every member is finalized, pitfall 20), every slot that
  *               rcgc_ref_load can still read must give an intact object,
- *               then the common torture_obj_finalize (exactly once, poison)
+ *               then the common torture_obj_finalize (exactly once, poison;
+ *               gc_finalize_keep: no poison, for a program whose
+ *               finalizers resurrect)
  *   groups      a table of per-group counters, indexed by a group id from
  *               gc_group_new(): guard (threads holding a member, kept by
  *               the program), finalized (member finalizer runs), size
@@ -54,6 +56,11 @@ typedef struct gnode {
 /* Called by gnode_finalize before the common checks, if set (before any
    thread starts). */
 static void (*gc_finalize_hook)(gnode *n);
+
+/* Set (before any thread starts) by a program whose finalizers may
+   resurrect: gnode_finalize then counts the run but leaves the body
+   intact, since the object, or the cycle it belongs to, may live on. */
+static bool gc_finalize_keep;
 
 /* ---- groups ---------------------------------------------------------- */
 
@@ -266,7 +273,7 @@ static void gnode_finalize(void *obj)
             rcgc_decref(v);
         }
     }
-    torture_obj_finalize(&n->t, "gnode");
+    torture_obj_finalize_as(&n->t, "gnode", !gc_finalize_keep);
     if (n->group != 0)
         atomic_fetch_add_explicit(&gc_group_at(n->group)->finalized, 1,
                                   memory_order_relaxed);

@@ -469,6 +469,9 @@ static inline bool torture_obj_ok(const torture_obj *o, const char *where)
         TORTURE_VIOLATION("%s: object %p (id %" PRIu64 ") is poisoned: its finalizer "
                           "already ran (premature free, or a dead object handed out "
                           "again)", where, (const void *)o, o->id);
+    else if (o->magic == 0x6b6b6b6b6b6b6b6bu)      /* TORTURE_FREED_BYTE */
+        TORTURE_VIOLATION("%s: object %p carries the free hook's fill: its memory was "
+                          "already freed (premature free)", where, (const void *)o);
     else if (o->magic == TORTURE_RCGC_POISON)
         TORTURE_VIOLATION("%s: object %p carries rcgc's debug poison: it was already "
                           "released (premature free)", where, (const void *)o);
@@ -482,9 +485,11 @@ static inline bool torture_obj_ok(const torture_obj *o, const char *where)
 /*
  * The common part of every test finalizer: the body must be live and intact
  * (a poisoned one means a second release), the run is counted in the body
- * and in the id table, then the body is poisoned.
+ * and in the id table, then the body is poisoned, unless the program may
+ * go on using the object (poison false: a finalizer that resurrects it, or
+ * one whose cycle another member's finalizer may resurrect).
  */
-static inline void torture_obj_finalize(torture_obj *o, const char *type)
+static inline void torture_obj_finalize_as(torture_obj *o, const char *type, bool poison)
 {
     unsigned runs = atomic_fetch_add_explicit(&o->fin_runs, 1, memory_order_relaxed);
     atomic_uchar *e;
@@ -509,9 +514,16 @@ static inline void torture_obj_finalize(torture_obj *o, const char *type)
             TORTURE_VIOLATION("%s id %" PRIu64 ": finalized again (table %#x)", type,
                               o->id, old);
     }
-    o->magic = TORTURE_MAGIC_DEAD;
-    o->gen++;
+    if (poison) {
+        o->magic = TORTURE_MAGIC_DEAD;
+        o->gen++;
+    }
     atomic_fetch_add_explicit(&torture_finalized, 1, memory_order_relaxed);
+}
+
+static inline void torture_obj_finalize(torture_obj *o, const char *type)
+{
+    torture_obj_finalize_as(o, type, true);
 }
 
 /* ---- counting allocator ------------------------------------------- */
@@ -533,11 +545,17 @@ static void *torture_alloc(size_t size, void *ctx)
     return p;
 }
 
+/* Freed blocks are filled with TORTURE_FREED_BYTE first, so that a reader
+   of a freed object finds it damaged in every build, not only where the
+   sanitizers or a debug build's quarantine look. */
+#define TORTURE_FREED_BYTE 0x6b
+
 static void torture_free(void *p, size_t size, void *ctx)
 {
     (void)ctx;
     if (p == NULL)
         return;
+    memset(p, TORTURE_FREED_BYTE, size);
     atomic_fetch_add_explicit(&torture_mem_frees, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&torture_mem_bytes, (long long)size, memory_order_relaxed);
     free(p);
