@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# tests/model/run_model.sh: checks tests/model/rcgc.pml (and buffers.pml)
-# with spin.
+# tests/model/run_model.sh: checks tests/model/rcgc.pml (and buffers.pml,
+# finalize.pml) with spin.
 #
 #   tests/model/run_model.sh NAME [WORKDIR]
 #
 # NAME is a configuration of the real protocol (real, real_exchange, weak,
-# weak_all; buffers: buffers.pml), which must verify with 0 errors, or a
+# weak_all; buffers: buffers.pml; finalize, finalize_chain: finalize.pml),
+# which must verify with 0 errors, or a
 # seeded bug (merged_first, no_grace, plain_free, no_barrier, owner_store,
 # no_pin, weak_plain, weak_late_clear; buffers_after, buffers_zombie_store,
-# buffers_no_zombie_free, buffers_no_consume, buffers_missed_twice), for
+# buffers_no_zombie_free, buffers_no_consume, buffers_missed_twice;
+# finalize_no_recheck, finalize_recheck_count, finalize_twice,
+# finalize_keep_dying), for
 # which spin must report a violation.  Exits 0 on the expected outcome, 1 otherwise, 2 on a usage or
 # tool error.  WORKDIR (default: a fresh temporary directory, removed at
 # the end unless RCGC_MODEL_KEEP=1) receives pan.c, pan, the output and any
@@ -35,6 +38,7 @@ workdir=${2:-}
 model=rcgc.pml
 case $name in
     buffers*)       model=buffers.pml ;;
+    finalize*)      model=finalize.pml ;;
 esac
 case $name in
     buffers)        defs=(-DK=3);                                    expect=pass ;;
@@ -43,6 +47,12 @@ case $name in
     buffers_no_zombie_free) defs=(-DK=2 -DBUG_NO_ZOMBIE_FREE);       expect=fail ;;
     buffers_no_consume) defs=(-DK=2 -DBUG_NO_CONSUME);               expect=fail ;;
     buffers_missed_twice) defs=(-DK=2 -DBUG_MISSED_TWICE);           expect=fail ;;
+    finalize)       defs=(-DK=3);                                    expect=pass ;;
+    finalize_chain) defs=(-DK=3 -DCHAIN);                            expect=pass ;;
+    finalize_no_recheck) defs=(-DK=2 -DBUG_NO_RECHECK);              expect=fail ;;
+    finalize_recheck_count) defs=(-DK=2 -DBUG_RECHECK_COUNT);        expect=fail ;;
+    finalize_twice) defs=(-DK=2 -DBUG_FINALIZE_TWICE);               expect=fail ;;
+    finalize_keep_dying) defs=(-DK=2 -DBUG_KEEP_DYING);              expect=fail ;;
     real)           defs=(-DK=1);                                    expect=pass ;;
     real_exchange)  defs=(-DK1=2 -DK2=1 -DOPS=8);                    expect=pass ;;
     merged_first)   defs=(-DK=1 -DBUG_MERGED_FIRST);                 expect=fail ;;
@@ -58,7 +68,7 @@ case $name in
     weak_late_clear) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_LATE_CLEAR); expect=fail ;;
     weak_null_on_dying) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_NULL_ON_DYING); expect=pass ;;
     *)
-        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice [WORKDIR]" >&2
+        echo "usage: $0 real|real_exchange|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice|finalize|finalize_chain|finalize_no_recheck|finalize_recheck_count|finalize_twice|finalize_keep_dying [WORKDIR]" >&2
         exit 2 ;;
 esac
 
