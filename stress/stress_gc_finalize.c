@@ -231,7 +231,6 @@ static void *worker_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    pthread_t *threads;
     wstate *ws;
     unsigned i, n;
     uint64_t drained;
@@ -242,25 +241,14 @@ int main(int argc, char **argv)
     gc_finalize_keep = true;
     gc_setup(THRESHOLD);
     n = (unsigned)torture_o.threads;
-    threads = calloc(n, sizeof *threads);
     ws = calloc(n, sizeof *ws);
-    if (threads == NULL || ws == NULL)
+    if (ws == NULL)
         abort();
-
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++) {
         ws[i].rng = torture_rng_make(i + 1);
         ws[i].index = i;
-        torture_spawn(&threads[i], worker_main, &ws[i]);
     }
-    rcgc_blocking_end();
-    torture_run_timer();
-    torture_phase("join");
-    rcgc_blocking_begin();
-    for (i = 0; i < n; i++)
-        pthread_join(threads[i], NULL);
-    rcgc_blocking_end();
-    free(threads);
+    torture_run_workers(n, worker_main, ws, sizeof *ws);
     free(ws);
 
     /* Draining resurrects no more: the hook is off, and once a collection

@@ -50,7 +50,6 @@ static atomic_ullong total_cas_ok, total_cas_fail, total_new, total_collect_call
 static atomic_ullong total_collect_reclaimed;
 
 typedef struct worker {
-    pthread_t thread;
     unsigned  index;
     bool      writer;
     bool      collects;
@@ -246,20 +245,12 @@ int main(int argc, char **argv)
     if (workers == NULL)
         abort();
 
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++) {
         workers[i].index = i;
         workers[i].writer = (i & 1) != 0 || n == 2;
         workers[i].collects = i == n - 1;
-        torture_spawn(&workers[i].thread, worker_main, &workers[i]);
     }
-    rcgc_blocking_end();
-    torture_run_timer();
-    torture_phase("join");
-    rcgc_blocking_begin();
-    for (i = 0; i < n; i++)
-        pthread_join(workers[i].thread, NULL);
-    rcgc_blocking_end();
+    torture_run_workers(n, worker_main, workers, sizeof *workers);
     free(workers);
 
     torture_phase("drop roots");

@@ -303,7 +303,6 @@ static void *worker_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    pthread_t *threads;
     wstate *ws;
     unsigned i, n;
     uint64_t drained;
@@ -312,10 +311,9 @@ int main(int argc, char **argv)
     torture_start("stress_gc_liveness", argc, argv, 1);
     gc_setup(THRESHOLD);
     n = (unsigned)torture_o.threads;
-    threads = calloc(n, sizeof *threads);
     ws = calloc(n, sizeof *ws);
     pub = calloc(n, sizeof *pub);
-    if (threads == NULL || ws == NULL || pub == NULL)
+    if (ws == NULL || pub == NULL)
         abort();
     for (i = 0; i < NANCHOR; i++) {
         gnode *a = gnode_new(0, 1, 0);
@@ -324,20 +322,11 @@ int main(int argc, char **argv)
         rcgc_decref(a);
     }
 
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++) {
         ws[i].rng = torture_rng_make(i + 1);
         ws[i].index = i;
-        torture_spawn(&threads[i], worker_main, &ws[i]);
     }
-    rcgc_blocking_end();
-    torture_run_timer();
-    torture_phase("join");
-    rcgc_blocking_begin();
-    for (i = 0; i < n; i++)
-        pthread_join(threads[i], NULL);
-    rcgc_blocking_end();
-    free(threads);
+    torture_run_workers(n, worker_main, ws, sizeof *ws);
     free(ws);
     for (i = 0; i < n; i++) {
         gnode *x = rcgc_ref_load(&pub[i]);

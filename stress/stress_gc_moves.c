@@ -275,7 +275,6 @@ static void *worker_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    pthread_t *threads;
     mover *ms;
     unsigned i, n, ncollect;
     uint64_t drained;
@@ -285,26 +284,16 @@ int main(int argc, char **argv)
     gc_setup(THRESHOLD);
     n = (unsigned)torture_o.threads;
     ncollect = n / 4 ? n / 4 : 1;
-    threads = calloc(n, sizeof *threads);
     ms = calloc(n, sizeof *ms);
-    if (threads == NULL || ms == NULL)
+    if (ms == NULL)
         abort();
 
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++) {
         ms[i].rng = torture_rng_make(i + 1);
         ms[i].index = i;
         ms[i].collector = i >= n - ncollect;
-        torture_spawn(&threads[i], worker_main, &ms[i]);
     }
-    rcgc_blocking_end();
-    torture_run_timer();
-    torture_phase("join");
-    rcgc_blocking_begin();
-    for (i = 0; i < n; i++)
-        pthread_join(threads[i], NULL);
-    rcgc_blocking_end();
-    free(threads);
+    torture_run_workers(n, worker_main, ms, sizeof *ms);
     free(ms);
 
     drained = gc_drain(DRAIN_ROUNDS);

@@ -61,7 +61,6 @@ static atomic_ullong total_capped;
 enum role { LOADER, CUTTER, COLLECTOR };
 
 typedef struct worker {
-    pthread_t thread;
     unsigned  index;
     enum role role;
 } worker;
@@ -353,19 +352,11 @@ int main(int argc, char **argv)
         rcgc_decref(c);
     }
 
-    rcgc_blocking_begin();
     for (i = 0; i < n; i++) {
         workers[i].index = i;
         workers[i].role = i == 0 ? LOADER : i == n - 1 ? COLLECTOR : CUTTER;
-        torture_spawn(&workers[i].thread, worker_main, &workers[i]);
     }
-    rcgc_blocking_end();
-    torture_run_timer();
-    torture_phase("join");
-    rcgc_blocking_begin();
-    for (i = 0; i < n; i++)
-        pthread_join(workers[i].thread, NULL);
-    rcgc_blocking_end();
+    torture_run_workers(n, worker_main, workers, sizeof *workers);
     free(workers);
 
     torture_phase("drop roots");

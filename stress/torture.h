@@ -690,6 +690,32 @@ static inline void torture_run_timer(void)
     rcgc_blocking_end();
 }
 
+/*
+ * Starts n workers, fn(&state i), the states `size` bytes apart from
+ * `states` (the caller fills them in first), lets them run for the run's
+ * time (torture_run_timer), and joins them; the calling thread waits in
+ * blocking regions.
+ */
+static inline void torture_run_workers(unsigned n, void *(*fn)(void *), void *states,
+                                       size_t size)
+{
+    pthread_t *threads = calloc(n, sizeof *threads);
+
+    if (threads == NULL)
+        abort();
+    rcgc_blocking_begin();
+    for (unsigned i = 0; i < n; i++)
+        torture_spawn(&threads[i], fn, (char *)states + i * size);
+    rcgc_blocking_end();
+    torture_run_timer();
+    torture_phase("join");
+    rcgc_blocking_begin();
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+    rcgc_blocking_end();
+    free(threads);
+}
+
 static inline bool torture_time_up(void)
 {
     return torture_now_ns() - torture_start_ns >= (uint64_t)(torture_o.seconds * 1e9);
