@@ -3094,6 +3094,19 @@ size_t rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max)
     return (size_t)rcgc__u64_load_relaxed(&chunks_live);
 }
 
+/* The pool's count as its word says it; *walked: the chunks its list
+   holds (the caller sees to it that no thread takes or puts meanwhile). */
+size_t rcgc__test_pool(size_t *walked)
+{
+    uintptr_t w = rcgc__word_load_acquire(&chunk_pool);
+    size_t n = 0;
+
+    for (rcgc__roots *k = POOL_TOP(w); k != NULL; k = k->next)
+        n++;
+    *walked = n;
+    return POOL_COUNT(w);
+}
+
 /* Sets the least table whose steps are offered to a waiting caller (0:
    unchanged), returning the one before; and how many parts were offered
    and taken so far (see "Help"). */

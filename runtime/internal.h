@@ -350,6 +350,9 @@ size_t    rcgc__test_help(size_t min, uint64_t *offered, uint64_t *taken);
 /* Root chunks in existence; fail 0 or 1: whether collections find no memory
    to sort their surplus chunks (-1: as before). */
 size_t    rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max);
+/* The root-chunk pool's count (its word's low bits); *walked: its list's
+   length, walked (no thread may take or put meanwhile). */
+size_t    rcgc__test_pool(size_t *walked);
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */
 void      rcgc__test_roots_fail(bool fail);

@@ -19,7 +19,14 @@
  *               and detach: each gives its spares back to the pool, so the
  *               chunks in existence stay as they were (a thread that
  *               unmapped its spares left the next one to map chunks again);
+ *   busy        BUSY threads at once, each REPS times: PAIRS_EACH garbage
+ *               2-cycles, then rcgc_collect (collections retire chunks
+ *               into the pool while the other threads take it): all the
+ *               garbage collected, the same bound;
  *   shutdown    after rcgc_shutdown no chunk is left.
+ *
+ * After every case the pool's count, kept in its word, must equal the
+ * length of its list (rcgc__test_pool), and stay within its bound.
  *
  * The hard build's chunks hold two entries and come from malloc, and a
  * collection keeps every one of them in the pool: no surplus, skipped.
@@ -39,6 +46,9 @@
 #define OWN_SLACK  17            /* this thread's chunk and spares (a batch
                                     of 16 is mapped at once) */
 #define THREADS    8
+#define BUSY       4
+#define REPS       5
+#define PAIRS_EACH 2000          /* 4000 candidates: about four chunks */
 
 typedef struct node {
     rcgc_ref next;
@@ -50,6 +60,17 @@ static void node_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
 }
 
 static const rcgc_type node_type = { "surplus_node", sizeof(node), node_traverse, NULL, 0 };
+
+/* The pool's count, in its word, is the length of its list. */
+static void pool_consistent(const char *what)
+{
+    size_t walked, count = rcgc__test_pool(&walked), pool_max;
+
+    (void)rcgc__test_chunks(-1, NULL, &pool_max);
+    ok(count == walked && count <= pool_max,
+       "%s: the pool's word counts %zu chunks, its list holds %zu (bound %zu)", what, count,
+       walked, pool_max);
+}
 
 static void round_of(const char *what, int fail, int fallback_expected)
 {
@@ -70,6 +91,7 @@ static void round_of(const char *what, int fail, int fallback_expected)
     ok(chunks <= pool_max + OWN_SLACK,
        "%s: %zu chunks left, at most the pool's %zu and this thread's %d", what, chunks,
        pool_max, OWN_SLACK);
+    pool_consistent(what);
 }
 
 static void *one_candidate(void *arg)
@@ -114,6 +136,45 @@ static void threads_come_and_go(void)
     ok(after >= before, "threads: their spares went back to the pool "
        "(%zu chunks before, %zu after)", before, after);
     is_size(rcgc_collect(), 2 * (size_t)THREADS, "threads: their cycles collected");
+    pool_consistent("threads");
+}
+
+static void *busy_worker(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    for (int r = 0; r < REPS; r++) {
+        drop_pairs_of(&node_type, offsetof(node, next), PAIRS_EACH);
+        rcgc_collect();
+    }
+    rcgc_thread_detach();
+    return arg;
+}
+
+static void busy(void)
+{
+    uint64_t live = live_now();
+    pthread_t t[BUSY];
+    size_t chunks, pool_max;
+    int started = 0;
+
+    for (int i = 0; i < BUSY; i++)
+        if (pthread_create(&t[i], NULL, busy_worker, NULL) == 0)
+            started++;
+    rcgc_blocking_begin();
+    for (int i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    rcgc_blocking_end();
+    rcgc_collect();                    /* what the last calls left */
+    chunks = rcgc__test_chunks(-1, NULL, &pool_max);
+    is_int(started, BUSY, "busy: %d threads at once", BUSY);
+    ok(live_now() == live, "busy: all their garbage collected (%" PRIu64 " objects left)",
+       live_now() - live);
+    ok(chunks <= pool_max + OWN_SLACK,
+       "busy: %zu chunks left, at most the pool's %zu and this thread's %d", chunks,
+       pool_max, OWN_SLACK);
+    pool_consistent("busy");
 }
 
 int main(void)
@@ -130,6 +191,7 @@ int main(void)
     round_of("one by one", 1, 1);
     round_of("again", 0, 0);
     threads_come_and_go();
+    busy();
     rcgc_shutdown();
     is_size(rcgc__test_chunks(-1, NULL, NULL), 0, "shutdown: no root chunk left");
     return done_testing();
