@@ -2654,7 +2654,6 @@ void rcgc__gc_shutdown_collect(void)
         unpin_all(&objs, 0);
     }
     vec_free(&objs);
-    rcgc__roots_pool_free();
     lock_collect();
     work_trim(0);
     pthread_mutex_unlock(&collect_mutex);

@@ -305,7 +305,7 @@ static void shutdown_runtime(void)
     rcgc__gc_shutdown_collect();
     rcgc__registry_flush();
     rcgc_thread_detach();
-    rcgc__roots_pool_free();   /* with what this thread's detach gave back */
+    rcgc__roots_pool_free();   /* every thread's spares are back in it now */
 
     pthread_mutex_lock(&rcgc__rt.lock);
     rcgc__rt.running = false;

@@ -412,6 +412,8 @@ static inline uint64_t torture_track_audit(void)
 #define TORTURE_MAGIC_LIVE 0x4c1fe0b1ec7a11feu
 #define TORTURE_MAGIC_DEAD 0xdeadbeefdeadbeefu
 #define TORTURE_RCGC_POISON 0xdbdbdbdbdbdbdbdbu  /* debug builds fill released bodies */
+#define TORTURE_FREED_BYTE  0x6b                  /* torture_free fills freed blocks */
+#define TORTURE_FREED_MAGIC 0x6b6b6b6b6b6b6b6bu   /* ... so a freed body's magic reads */
 
 typedef struct torture_obj {
     uint64_t     magic;     /* LIVE from creation to finalize, then DEAD */
@@ -469,7 +471,7 @@ static inline bool torture_obj_ok(const torture_obj *o, const char *where)
         TORTURE_VIOLATION("%s: object %p (id %" PRIu64 ") is poisoned: its finalizer "
                           "already ran (premature free, or a dead object handed out "
                           "again)", where, (const void *)o, o->id);
-    else if (o->magic == 0x6b6b6b6b6b6b6b6bu)      /* TORTURE_FREED_BYTE */
+    else if (o->magic == TORTURE_FREED_MAGIC)
         TORTURE_VIOLATION("%s: object %p carries the free hook's fill: its memory was "
                           "already freed (premature free)", where, (const void *)o);
     else if (o->magic == TORTURE_RCGC_POISON)
@@ -548,7 +550,6 @@ static void *torture_alloc(size_t size, void *ctx)
 /* Freed blocks are filled with TORTURE_FREED_BYTE first, so that a reader
    of a freed object finds it damaged in every build, not only where the
    sanitizers or a debug build's quarantine look. */
-#define TORTURE_FREED_BYTE 0x6b
 
 static void torture_free(void *p, size_t size, void *ctx)
 {
