@@ -550,7 +550,6 @@ static void *torture_alloc(size_t size, void *ctx)
 /* Freed blocks are filled with TORTURE_FREED_BYTE first, so that a reader
    of a freed object finds it damaged in every build, not only where the
    sanitizers or a debug build's quarantine look. */
-
 static void torture_free(void *p, size_t size, void *ctx)
 {
     (void)ctx;
