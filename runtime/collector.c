@@ -669,8 +669,9 @@ static void hand_over(rcgc__roots *chunk)
 /*
  * Root chunks go round: the collector puts emptied ones on a pool, and a
  * thread that needs a chunk takes the whole pool into its own spares
- * (exchange: no ABA) before it maps a new one.  A chunk is made by a
- * mutator and emptied by the collector.  Chunks are pages of their own,
+ * (exchange: no ABA) before it maps new ones; a thread that detaches puts
+ * its spares back.  A chunk is made by a mutator or by the collecting
+ * thread stocking the pool, and emptied by the collector.  Chunks are pages of their own,
  * never malloc's: a chunk is a large block, whose malloc or free makes
  * glibc consolidate every fast bin of the arena first (see "Large
  * frees"), bins that the collector's frees of the mutator's objects fill,
