@@ -668,8 +668,8 @@ static void hand_over(rcgc__roots *chunk)
 
 /*
  * Root chunks go round: the collector puts emptied ones on a pool, and a
- * thread that needs a chunk takes the whole pool into its own spares
- * (exchange: no ABA) before it maps new ones; a thread that detaches puts
+ * thread that needs a chunk takes up to CHUNK_TAKE of them into its own
+ * spares (pool_take) before it maps new ones; a thread that detaches puts
  * its spares back.  A chunk is made by a mutator or by the collecting
  * thread stocking the pool, and emptied by the collector.  Chunks are pages of their own,
  * never malloc's: a chunk is a large block, whose malloc or free makes
@@ -686,7 +686,8 @@ static void hand_over(rcgc__roots *chunk)
  * a decrement 50-120 us in BM_pause.  A push (chunk_put) reads nothing
  * from the top chunk and its CAS compares the whole word, which describes
  * the whole stack, so it is right whatever happened in between (no ABA);
- * a pop takes the whole stack by exchange.
+ * a pop takes the whole stack by exchange, and gives back what is beyond
+ * CHUNK_TAKE by a CAS from the empty word (pool_take).
  */
 #define CHUNK_POOL_MAX 256
 #define CHUNK_POOL_MIN 16
@@ -810,6 +811,40 @@ void rcgc__test_roots_fail(bool fail)
     rcgc__u32_store_relaxed(&roots_fail, fail);
 }
 
+/*
+ * At most CHUNK_TAKE chunks from the pool, linked by next (NULL: it was
+ * empty).  A thread that took the whole pool kept up to POOL_MAX chunks
+ * (2 MiB) of spares until it detached, and every thread that ran dry
+ * after it found the pool empty and mapped its own: with the pool full,
+ * eight threads that each made one candidate left 256 chunks in one
+ * thread's spares and mapped 112 more (test_gc_surplus, "share").  So
+ * the taker keeps the first CHUNK_TAKE and gives back the rest, whose
+ * count it knows from the word, by a CAS from the empty word: right
+ * whatever happened in between, since the empty word describes the whole
+ * stack, as a push's does.  The pool refilled meanwhile (the CAS fails, a
+ * rare race with a push), it keeps the rest too, as before.  The cut
+ * walks CHUNK_TAKE - 1 links, a few microseconds at worst, where the
+ * whole pool's walk took 50-120 (see above).
+ */
+#define CHUNK_TAKE RCGC__CHUNK_TAKE
+
+static rcgc__roots *pool_take(void)
+{
+    uintptr_t w = rcgc__word_exchange_seq_cst(&chunk_pool, 0), empty = 0;
+    rcgc__roots *k = POOL_TOP(w), *last = k, *rest;
+    size_t n = POOL_COUNT(w);
+
+    if (n <= CHUNK_TAKE)
+        return k;
+    for (size_t i = 1; i < CHUNK_TAKE; i++)
+        last = last->next;
+    rest = last->next;
+    last->next = NULL;
+    if (!rcgc__word_cas_seq_cst(&chunk_pool, &empty, (uintptr_t)rest | (n - CHUNK_TAKE)))
+        last->next = rest;
+    return k;
+}
+
 static rcgc__roots *chunk_get(rcgc__thread *th)
 {
     rcgc__roots *k = th->spare_chunks;
@@ -818,7 +853,7 @@ static rcgc__roots *chunk_get(rcgc__thread *th)
         return NULL;
 
     if (k == NULL && rcgc__word_load_relaxed(&chunk_pool) != 0)
-        k = POOL_TOP(rcgc__word_exchange_seq_cst(&chunk_pool, 0));
+        k = pool_take();
     if (k == NULL) {
         rcgc__u64_fetch_add_relaxed(&chunk_misses, 1);
         if ((k = chunk_alloc_batch(CHUNK_BATCH)) == NULL)

@@ -64,6 +64,9 @@
    growing (one that has not grown since the last safepoint goes whatever
    it holds). */
 #define RCGC__ROOTS_SEAL_AT (RCGC__ROOTS_CHUNK / 2)
+/* The most chunks a thread takes from the pool at once (collector.c,
+   pool_take). */
+#define RCGC__CHUNK_TAKE    16
 /* Candidates handed over that wake the background collector by default. */
 #define RCGC__THRESHOLD_DEFAULT (RCGC_TEST_HARD ? 1 : 10000)
 

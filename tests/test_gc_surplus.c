@@ -15,10 +15,16 @@
  *   again       the sort works again: a third collection, same bound, and
  *               the fallback not used;
  *   threads     THREADS threads, one after another, attach, make one
- *               candidate (so each takes the whole pool as its spares)
+ *               candidate (so each takes chunks from the pool as its spares)
  *               and detach: each gives its spares back to the pool, so the
  *               chunks in existence stay as they were (a thread that
  *               unmapped its spares left the next one to map chunks again);
+ *   share       THREADS threads at once, the pool full, each make one
+ *               candidate and wait: each took RCGC__CHUNK_TAKE chunks from
+ *               the pool and none mapped one (a thread that took the
+ *               whole pool left the others to map their own); once they
+ *               have detached and a collection has run, the pool is as
+ *               before;
  *   busy        BUSY threads at once, each REPS times: PAIRS_EACH garbage
  *               2-cycles, then rcgc_collect (collections retire chunks
  *               into the pool while the other threads take it): all the
@@ -139,6 +145,74 @@ static void threads_come_and_go(void)
     pool_consistent("threads");
 }
 
+static pthread_barrier_t share_made, share_go;
+
+static void *share_worker(void *arg)
+{
+    node *a, *b;
+
+    (void)arg;
+    if (rcgc_thread_attach() != 0) {
+        pthread_barrier_wait(&share_made);
+        pthread_barrier_wait(&share_go);
+        return NULL;
+    }
+    a = rcgc_new(&node_type);
+    b = rcgc_new(&node_type);
+    if (a != NULL && b != NULL) {
+        rcgc_ref_store(&a->next, b);
+        rcgc_ref_store(&b->next, a);
+    }
+    rcgc_decref(a);                    /* a candidate: chunks taken */
+    rcgc_decref(b);
+    rcgc_blocking_begin();
+    pthread_barrier_wait(&share_made);
+    pthread_barrier_wait(&share_go);
+    rcgc_blocking_end();
+    rcgc_thread_detach();
+    return arg;
+}
+
+static void share(void)
+{
+    size_t pool_before, chunks_before, pool_held, chunks_held, pool_after, chunks_after, walked;
+    pthread_t t[THREADS];
+    int started = 0;
+
+    rcgc_collect();                    /* the pool stocked */
+    pool_before = rcgc__test_pool(&walked);
+    chunks_before = rcgc__test_chunks(-1, NULL, NULL);
+    TAP_REQUIRE(pthread_barrier_init(&share_made, NULL, THREADS + 1) == 0 &&
+                pthread_barrier_init(&share_go, NULL, THREADS + 1) == 0, "share: barriers");
+    for (int i = 0; i < THREADS; i++)
+        TAP_REQUIRE(pthread_create(&t[i], NULL, share_worker, NULL) == 0,
+                    "share: thread %d", i);
+    rcgc_blocking_begin();
+    pthread_barrier_wait(&share_made);
+    pool_held = rcgc__test_pool(&walked);
+    chunks_held = rcgc__test_chunks(-1, NULL, NULL);
+    pthread_barrier_wait(&share_go);
+    for (int i = 0; i < THREADS; i++)
+        started += pthread_join(t[i], NULL) == 0;
+    rcgc_blocking_end();
+    is_size(rcgc_collect(), 2 * (size_t)THREADS, "share: their cycles collected");
+    pool_after = rcgc__test_pool(&walked);
+    chunks_after = rcgc__test_chunks(-1, NULL, NULL);
+    pthread_barrier_destroy(&share_made);
+    pthread_barrier_destroy(&share_go);
+
+    is_int(started, THREADS, "share: %d threads at once", THREADS);
+    ok(pool_before >= THREADS * (size_t)RCGC__CHUNK_TAKE,
+       "share: the pool held enough for all (%zu chunks)", pool_before);
+    is_size(pool_held, pool_before - THREADS * (size_t)RCGC__CHUNK_TAKE,
+            "share: each thread took %d chunks from the pool", RCGC__CHUNK_TAKE);
+    is_size(chunks_held, chunks_before, "share: no thread mapped a chunk");
+    ok(pool_after == pool_before && chunks_after == chunks_before,
+       "share: after them the pool is as before (%zu chunks, then %zu; %zu in all, then %zu)",
+       pool_before, pool_after, chunks_before, chunks_after);
+    pool_consistent("share");
+}
+
 static void *busy_worker(void *arg)
 {
     (void)arg;
@@ -191,6 +265,7 @@ int main(void)
     round_of("one by one", 1, 1);
     round_of("again", 0, 0);
     threads_come_and_go();
+    share();
     busy();
     rcgc_shutdown();
     is_size(rcgc__test_chunks(-1, NULL, NULL), 0, "shutdown: no root chunk left");
