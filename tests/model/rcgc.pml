@@ -44,6 +44,12 @@
  *                  -DWEAK=3: ~13 M; K1 = 1, K2 = 2: ~6 M)
  *   weak_all       K1 = K2 = 1, every kind (OPS 31), a weak reference to
  *                  o0: ~57 M states (0 errors)
+ *   real_rounds    K1 = K2 = 1, all kinds, NCOLL = 2: two collections one
+ *                  after the other beside the mutators, each from its own
+ *                  candidate, the second finding what the first left
+ *                  (unflagged survivors, un-DYINGed components, frees whose
+ *                  memory waits for a grace period), as a collection's
+ *                  rounds do: ~116 M states, hash factor 37 (0 errors)
  * Every seeded bug below is run at the configuration named with it.
  *
  * Encoding (follows include/rcgc/biased.h):
