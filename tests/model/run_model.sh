@@ -5,7 +5,7 @@
 #   tests/model/run_model.sh NAME [WORKDIR]
 #
 # NAME is a configuration of the real protocol (real, real_exchange,
-# real_rounds, weak, weak_all; buffers: buffers.pml; finalize, finalize_chain: finalize.pml),
+# real_rounds, real_truncate, weak, weak_all; buffers: buffers.pml; finalize, finalize_chain: finalize.pml),
 # which must verify with 0 errors, or a
 # seeded bug (merged_first, no_grace, plain_free, no_barrier, owner_store,
 # no_pin, weak_plain, weak_late_clear; buffers_after, buffers_zombie_store,
@@ -56,6 +56,7 @@ case $name in
     real)           defs=(-DK=1);                                    expect=pass ;;
     real_exchange)  defs=(-DK1=2 -DK2=1 -DOPS=8);                    expect=pass ;;
     real_rounds)    defs=(-DK=1 -DNCOLL=2);                          expect=pass ;;
+    real_truncate)  defs=(-DK=1 -DTRUNCATE);                         expect=pass ;;
     merged_first)   defs=(-DK=1 -DBUG_MERGED_FIRST);                 expect=fail ;;
     no_grace)       defs=(-DK=1 -DBUG_NO_GRACE);                     expect=fail ;;
     plain_free)     defs=(-DK=1 -DBUG_PLAIN_FREE);                   expect=fail ;;
@@ -69,7 +70,7 @@ case $name in
     weak_late_clear) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_LATE_CLEAR); expect=fail ;;
     weak_null_on_dying) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_NULL_ON_DYING); expect=pass ;;
     *)
-        echo "usage: $0 real|real_exchange|real_rounds|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice|finalize|finalize_chain|finalize_no_recheck|finalize_recheck_count|finalize_twice|finalize_keep_dying [WORKDIR]" >&2
+        echo "usage: $0 real|real_exchange|real_rounds|real_truncate|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice|finalize|finalize_chain|finalize_no_recheck|finalize_recheck_count|finalize_twice|finalize_keep_dying [WORKDIR]" >&2
         exit 2 ;;
 esac
 
