@@ -290,6 +290,29 @@ void BM_collect_graph(benchmark::State& state) {
   });
 }
 
+// The floor of BM_collect_pairs (gc_cases.h, bench_gc_floor): the same
+// number of blocks, the passes that a concurrent trial deletion cannot do
+// without, by atomics (/1) or plain stores (/0); no rcgc.  Shown beside
+// the pairs target, which is judged on BM_collect_pairs alone.
+void BM_collect_pairs_floor(benchmark::State& state) {
+  int atomics = static_cast<int>(state.range(0));
+  size_t reclaimed = 0;
+  double seconds = 0;
+  for (auto _ : state) {
+    uint64_t ns = 0;
+    int error = bench_gc_floor(kCollectObjects, atomics, &ns);
+    if (error != 0) {
+      SkipWithErrno(state, "bench_gc_floor", error);
+      break;
+    }
+    state.SetIterationTime(static_cast<double>(ns) / 1e9);
+    reclaimed += kCollectObjects;
+    seconds += static_cast<double>(ns) / 1e9;
+  }
+  if (seconds > 0 && !state.error_occurred())
+    state.counters["objs_per_s"] = static_cast<double>(reclaimed) / seconds;
+}
+
 // 10^5 garbage objects in 2-cycles beside range(0) live objects (in
 // 2-cycles, built once per run and examined once, untimed, so they are no
 // candidates when the timed collections run).  The cost must follow the
@@ -448,6 +471,8 @@ BENCHMARK(BM_ref_load);
 BENCHMARK(BM_safepoint);
 BENCHMARK(BM_collect_pairs)->UseManualTime()->Iterations(3)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_collect_pairs_floor)->Arg(1)->Arg(0)->UseManualTime()
+    ->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_collect_ring)->UseManualTime()->Iterations(3)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_collect_graph)->UseManualTime()->Iterations(3)
@@ -622,6 +647,10 @@ struct Target {
 const Target kTargets[] = {
     {"pairs reclaimed/s", "BM_collect_pairs", "objs_per_s", false, false,
      76e6, 1e6, "M/s", nullptr},
+    {"  floor, atomics", "BM_collect_pairs_floor/1", "objs_per_s", false,
+     false, 76e6, 1e6, "M/s", "(info: no rcgc, see README)"},
+    {"  floor, plain", "BM_collect_pairs_floor/0", "objs_per_s", false, false,
+     76e6, 1e6, "M/s", "(info: no rcgc, see README)"},
     {"ring reclaimed/s", "BM_collect_ring", "objs_per_s", false, false, 48e6,
      1e6, "M/s", nullptr},
     {"graph reclaimed/s", "BM_collect_graph", "objs_per_s", false, false, 7.4e6,

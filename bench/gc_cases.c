@@ -735,3 +735,81 @@ done:
     rcgc_disable();
     return error;
 }
+
+/* ---- The floor of a collection of pairs (see gc_cases.h) ----------------- */
+
+struct floor_block {
+    uintptr_t owner;
+    intptr_t shared;
+    struct floor_block *partner;
+    char rest[96 - 2 * sizeof(uintptr_t) - sizeof(void *)];
+};
+
+#define FLOOR_ROUND 5000
+#define FLOOR_SCAN  ((intptr_t)16)      /* the flags' places, as in biased.h */
+#define FLOOR_DYING ((intptr_t)8)
+#define FLOOR_ONE   ((intptr_t)64)
+
+int bench_gc_floor(size_t n, int atomics, uint64_t *ns)
+{
+    struct floor_block **b = malloc(n * sizeof(*b));
+    uint64_t t0;
+    intptr_t sum = 0;
+
+    if (b == NULL)
+        return new_error();
+    for (size_t i = 0; i < n; i++) {
+        b[i] = malloc(sizeof(struct floor_block));
+        if (b[i] == NULL) {
+            int error = new_error();
+            while (i-- > 0)
+                free(b[i]);
+            free(b);
+            return error;
+        }
+        b[i]->owner = 8;
+        b[i]->shared = FLOOR_ONE;
+    }
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        b[i]->partner = b[i + 1];
+        b[i + 1]->partner = b[i];
+    }
+    if (n % 2)
+        b[n - 1]->partner = b[n - 1];
+    t0 = now_ns();
+    for (size_t r = 0; r < n; r += FLOOR_ROUND) {
+        size_t end = r + FLOOR_ROUND < n ? r + FLOOR_ROUND : n;
+
+        for (size_t i = r; i < end; i++) {        /* flag: pin_flag */
+            struct floor_block *x = b[i];
+            intptr_t w = __atomic_load_n(&x->shared, __ATOMIC_RELAXED);
+            if (atomics) {
+                while (!__atomic_compare_exchange_n(&x->shared, &w, (w + FLOOR_ONE) | FLOOR_SCAN,
+                                                    0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                    ;
+                __atomic_fetch_or(&x->owner, 1, __ATOMIC_RELAXED);
+            } else {
+                x->shared = (w + FLOOR_ONE) | FLOOR_SCAN;
+                x->owner |= 1;
+            }
+        }
+        for (size_t i = r; i < end; i++)          /* count: step 4 */
+            sum += __atomic_load_n(&b[i]->shared, __ATOMIC_ACQUIRE) +
+                   (intptr_t)__atomic_load_n(&b[i]->partner->owner, __ATOMIC_RELAXED);
+        for (size_t i = r; i < end; i++) {        /* the Delta-test */
+            struct floor_block *x = b[i];
+            intptr_t w = __atomic_load_n(&x->shared, __ATOMIC_RELAXED);
+            if (atomics)
+                __atomic_compare_exchange_n(&x->shared, &w, w | FLOOR_DYING, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+            else
+                x->shared = w | FLOOR_DYING;
+        }
+        for (size_t i = r; i < end; i++)          /* free */
+            free(b[i]);
+    }
+    *ns = now_ns() - t0;
+    free(b);
+    /* The reads are used: a sum of positive words is never 0. */
+    return sum == 0 ? EINVAL : 0;
+}

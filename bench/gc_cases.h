@@ -34,6 +34,18 @@ int bench_gc_ring(size_t n);
    alive for it, from the change in rcgc_get_stats().live. */
 int bench_gc_graph(size_t n, uint64_t seed, size_t *garbage);
 
+/* BM_collect_pairs_floor: the memory work alone that a concurrent trial
+   deletion of bench_gc_pairs(n)'s garbage cannot do without, timed on n
+   malloc'd blocks of a tracked object's size (96 bytes: link, header,
+   two slots) in 2-cycles, in rounds of 5000 as the collector's own, with
+   no protocol, registry, member table or root buffer: per block a flag
+   (a CAS on one word and a fetch_or on the next, as rcgc__pin_flag), a
+   read of its words and its partner's (step 4), a CAS (the Delta-test)
+   and free().  With atomics 0 the same passes by plain loads and stores:
+   a single-threaded collector's floor.  *ns receives the time of the
+   passes; the blocks are freed by the last.  Needs no rcgc. */
+int bench_gc_floor(size_t n, int atomics, uint64_t *ns);
+
 /* Live objects for BM_livegarbage: n objects (n even) in 2-cycles, each
    cycle held by one reference in the returned array (n/2 entries; NULL
    with errno on failure).  Build, then one rcgc_collect() examines them
