@@ -439,6 +439,7 @@ typedef struct mutator {
     uint64_t over_100us_kind[BENCH_OP_KINDS];
     uint64_t calm_max_ns, round_max_ns;
     uint64_t noop_max_ns, noop_over_100us, noop_calm_max_ns, round_noop_max_ns;
+    uint64_t op_ns, noop_ns;
     int op_max_kind, calm_max_kind, round_max_kind;
     bool calm_max_slept;
     uint64_t hist[HIST_BUCKETS];
@@ -474,6 +475,8 @@ static inline void timer_record(timer *t, uint64_t start, uint64_t end, int kind
     if (d > 100000) {
         m->over_100us++;
         m->over_100us_kind[kind]++;
+    } else {
+        m->op_ns += d;
     }
     if (gap > m->gap_max_ns)
         m->gap_max_ns = gap;
@@ -499,6 +502,8 @@ static inline void timer_record_noop(timer *t, uint64_t start, uint64_t end)
         m->round_noop_max_ns = d;
     if (d > 100000)
         m->noop_over_100us++;
+    else
+        m->noop_ns += d;
     t->last_end = end;
 }
 
@@ -701,6 +706,8 @@ int bench_pause_run(size_t nobjects, int nmutators, bench_pause_result *out)
             for (int k = 0; k < BENCH_OP_KINDS; k++)
                 out->over_100us_kind[k] += m->over_100us_kind[k];
             out->noop_over_100us += m->noop_over_100us;
+            out->op_ns += m->op_ns;
+            out->noop_ns += m->noop_ns;
             out->invol_switches += m->invol_switches;
             if (m->noop_max_ns > out->noop_max_ns)
                 out->noop_max_ns = m->noop_max_ns;

@@ -98,6 +98,10 @@ typedef struct bench_pause_result {
     uint64_t noop_max_ns;      /* longest no-op call */
     uint64_t noop_calm_max_ns; /* ... in the rounds calm_max_ns looks at */
     uint64_t noop_over_100us;  /* no-op calls longer than 100 us */
+    uint64_t op_ns, noop_ns;   /* the time spent in calls, and in no-ops,
+                                  of up to 100 us: how exposed each kind was
+                                  to the machine's stalls (a call twice as
+                                  long is twice as likely to suffer one) */
     uint64_t gap_max_ns;       /* longest time between the end of one call
                                   and the start of the next (the loop's own
                                   work: anything above ~1 us is preemption) */
