@@ -439,7 +439,7 @@ typedef struct mutator {
     uint64_t over_100us_kind[BENCH_OP_KINDS];
     uint64_t calm_max_ns, round_max_ns;
     uint64_t noop_max_ns, noop_over_100us, noop_calm_max_ns, round_noop_max_ns;
-    uint64_t op_ns, noop_ns;
+    uint64_t op_ns, noop_ns, op_ns_kind[BENCH_OP_KINDS];
     int op_max_kind, calm_max_kind, round_max_kind;
     bool calm_max_slept;
     uint64_t hist[HIST_BUCKETS];
@@ -477,6 +477,7 @@ static inline void timer_record(timer *t, uint64_t start, uint64_t end, int kind
         m->over_100us_kind[kind]++;
     } else {
         m->op_ns += d;
+        m->op_ns_kind[kind] += d;
     }
     if (gap > m->gap_max_ns)
         m->gap_max_ns = gap;
@@ -703,8 +704,10 @@ int bench_pause_run(size_t nobjects, int nmutators, bench_pause_result *out)
                 error = m->error;
             out->ops += m->ops;
             out->ops_over_100us += m->over_100us;
-            for (int k = 0; k < BENCH_OP_KINDS; k++)
+            for (int k = 0; k < BENCH_OP_KINDS; k++) {
                 out->over_100us_kind[k] += m->over_100us_kind[k];
+                out->op_ns_kind[k] += m->op_ns_kind[k];
+            }
             out->noop_over_100us += m->noop_over_100us;
             out->op_ns += m->op_ns;
             out->noop_ns += m->noop_ns;

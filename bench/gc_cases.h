@@ -102,6 +102,7 @@ typedef struct bench_pause_result {
                                   of up to 100 us: how exposed each kind was
                                   to the machine's stalls (a call twice as
                                   long is twice as likely to suffer one) */
+    uint64_t op_ns_kind[16];   /* op_ns of each BENCH_OP_* */
     uint64_t gap_max_ns;       /* longest time between the end of one call
                                   and the start of the next (the loop's own
                                   work: anything above ~1 us is preemption) */
