@@ -100,21 +100,25 @@ static void round_of(const char *what, int fail, int fallback_expected)
     pool_consistent(what);
 }
 
-static void *one_candidate(void *arg)
+/* A garbage 2-cycle whose members are candidates: the calling thread
+   takes a chunk (and spares) from the pool. */
+static void drop_one_cycle(void)
 {
-    node *a, *b;
+    node *a = rcgc_new(&node_type), *b = rcgc_new(&node_type);
 
-    (void)arg;
-    if (rcgc_thread_attach() != 0)
-        return NULL;
-    a = rcgc_new(&node_type);
-    b = rcgc_new(&node_type);
     if (a != NULL && b != NULL) {
         rcgc_ref_store(&a->next, b);
         rcgc_ref_store(&b->next, a);
     }
-    rcgc_decref(a);                    /* a candidate: a chunk taken */
+    rcgc_decref(a);
     rcgc_decref(b);
+}
+
+static void *one_candidate(void *arg)
+{
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    drop_one_cycle();
     rcgc_thread_detach();              /* the chunk handed over, spares back */
     return arg;
 }
@@ -149,22 +153,12 @@ static pthread_barrier_t share_made, share_go;
 
 static void *share_worker(void *arg)
 {
-    node *a, *b;
-
-    (void)arg;
     if (rcgc_thread_attach() != 0) {
         pthread_barrier_wait(&share_made);
         pthread_barrier_wait(&share_go);
         return NULL;
     }
-    a = rcgc_new(&node_type);
-    b = rcgc_new(&node_type);
-    if (a != NULL && b != NULL) {
-        rcgc_ref_store(&a->next, b);
-        rcgc_ref_store(&b->next, a);
-    }
-    rcgc_decref(a);                    /* a candidate: chunks taken */
-    rcgc_decref(b);
+    drop_one_cycle();
     rcgc_blocking_begin();
     pthread_barrier_wait(&share_made);
     pthread_barrier_wait(&share_go);
