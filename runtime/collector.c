@@ -822,9 +822,11 @@ void rcgc__test_roots_fail(bool fail)
  * count it knows from the word, by a CAS from the empty word: right
  * whatever happened in between, since the empty word describes the whole
  * stack, as a push's does.  The pool refilled meanwhile (the CAS fails, a
- * rare race with a push), it keeps the rest too, as before.  The cut
- * walks CHUNK_TAKE - 1 links, a few microseconds at worst, where the
- * whole pool's walk took 50-120 (see above).
+ * rare race with a push), it keeps the rest too, as before.  Between the
+ * exchange and the CAS another thread that runs dry finds the pool empty
+ * and maps a batch, as it would have before.  The cut touches the first
+ * line of CHUNK_TAKE - 1 chunks, where the whole pool's walk touched up
+ * to 255 (see above).
  */
 #define CHUNK_TAKE RCGC__CHUNK_TAKE
 
