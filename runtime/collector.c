@@ -830,6 +830,16 @@ void rcgc__test_roots_fail(bool fail)
  */
 #define CHUNK_TAKE RCGC__CHUNK_TAKE
 
+static rcgc__u32 pool_race;        /* rcgc__test_pool_race */
+
+void rcgc__test_pool_race(bool race)
+{
+    rcgc__u32_store_relaxed(&pool_race, race);
+}
+
+static rcgc__roots *chunk_alloc(void);
+static void chunk_put(rcgc__roots *k);
+
 static rcgc__roots *pool_take(void)
 {
     uintptr_t w = rcgc__word_exchange_seq_cst(&chunk_pool, 0), empty = 0;
@@ -842,6 +852,11 @@ static rcgc__roots *pool_take(void)
         last = last->next;
     rest = last->next;
     last->next = NULL;
+    if (rcgc__u32_load_relaxed(&pool_race)) {
+        rcgc__roots *pushed = chunk_alloc();    /* a test's racing push */
+        if (pushed != NULL)
+            chunk_put(pushed);
+    }
     if (!rcgc__word_cas_seq_cst(&chunk_pool, &empty, (uintptr_t)rest | (n - CHUNK_TAKE)))
         last->next = rest;
     return k;

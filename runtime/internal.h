@@ -359,6 +359,9 @@ size_t    rcgc__test_pool(size_t *walked);
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */
 void      rcgc__test_roots_fail(bool fail);
+/* While set, a thread that takes part of the chunk pool finds a chunk
+   pushed between its take and its give-back (collector.c, pool_take). */
+void      rcgc__test_pool_race(bool race);
 /* fork's prepare and parent handlers, without a fork. */
 void      rcgc__test_fork_handlers(void);
 

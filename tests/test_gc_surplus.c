@@ -19,12 +19,19 @@
  *               and detach: each gives its spares back to the pool, so the
  *               chunks in existence stay as they were (a thread that
  *               unmapped its spares left the next one to map chunks again);
- *   share       THREADS threads at once, the pool full, each make one
- *               candidate and wait: each took RCGC__CHUNK_TAKE chunks from
+ *   share       THREADS threads, the pool full, one after another make
+ *               one candidate and wait, all holding their spares at once:
+ *               each took RCGC__CHUNK_TAKE chunks from
  *               the pool and none mapped one (a thread that took the
  *               whole pool left the others to map their own); once they
  *               have detached and a collection has run, the pool is as
  *               before;
+ *   race        a thread takes from the full pool while a chunk is
+ *               pushed between its take and its give-back
+ *               (rcgc__test_pool_race): its give-back fails, it keeps the
+ *               whole pool as spares and maps nothing, and its detach
+ *               fills the pool again (were the rest dropped, the pool
+ *               would hold 17 and the shutdown case find chunks left);
  *   busy        BUSY threads at once, each REPS times: PAIRS_EACH garbage
  *               2-cycles, then rcgc_collect (collections retire chunks
  *               into the pool while the other threads take it): all the
@@ -39,6 +46,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -149,18 +157,23 @@ static void threads_come_and_go(void)
     pool_consistent("threads");
 }
 
-static pthread_barrier_t share_made, share_go;
+/* Each worker takes its chunks while the ones before it hold theirs, one
+   after another: a take empties the pool for the few microseconds of its
+   cut, and a thread running dry meanwhile maps a batch (pool_take's
+   comment), which the busy case meets and this one is not about. */
+static sem_t share_took;
+static pthread_barrier_t share_go;
 
 static void *share_worker(void *arg)
 {
     if (rcgc_thread_attach() != 0) {
-        pthread_barrier_wait(&share_made);
+        sem_post(&share_took);
         pthread_barrier_wait(&share_go);
         return NULL;
     }
     drop_one_cycle();
     rcgc_blocking_begin();
-    pthread_barrier_wait(&share_made);
+    sem_post(&share_took);
     pthread_barrier_wait(&share_go);
     rcgc_blocking_end();
     rcgc_thread_detach();
@@ -176,13 +189,15 @@ static void share(void)
     rcgc_collect();                    /* the pool stocked */
     pool_before = rcgc__test_pool(&walked);
     chunks_before = rcgc__test_chunks(-1, NULL, NULL);
-    TAP_REQUIRE(pthread_barrier_init(&share_made, NULL, THREADS + 1) == 0 &&
+    TAP_REQUIRE(sem_init(&share_took, 0, 0) == 0 &&
                 pthread_barrier_init(&share_go, NULL, THREADS + 1) == 0, "share: barriers");
-    for (int i = 0; i < THREADS; i++)
+    rcgc_blocking_begin();
+    for (int i = 0; i < THREADS; i++) {
         TAP_REQUIRE(pthread_create(&t[i], NULL, share_worker, NULL) == 0,
                     "share: thread %d", i);
-    rcgc_blocking_begin();
-    pthread_barrier_wait(&share_made);
+        while (sem_wait(&share_took) != 0)
+            ;
+    }
     pool_held = rcgc__test_pool(&walked);
     chunks_held = rcgc__test_chunks(-1, NULL, NULL);
     pthread_barrier_wait(&share_go);
@@ -192,10 +207,10 @@ static void share(void)
     is_size(rcgc_collect(), 2 * (size_t)THREADS, "share: their cycles collected");
     pool_after = rcgc__test_pool(&walked);
     chunks_after = rcgc__test_chunks(-1, NULL, NULL);
-    pthread_barrier_destroy(&share_made);
+    sem_destroy(&share_took);
     pthread_barrier_destroy(&share_go);
 
-    is_int(started, THREADS, "share: %d threads at once", THREADS);
+    is_int(started, THREADS, "share: %d threads held their spares at once", THREADS);
     ok(pool_before >= THREADS * (size_t)RCGC__CHUNK_TAKE,
        "share: the pool held enough for all (%zu chunks)", pool_before);
     is_size(pool_held, pool_before - THREADS * (size_t)RCGC__CHUNK_TAKE,
@@ -205,6 +220,50 @@ static void share(void)
        "share: after them the pool is as before (%zu chunks, then %zu; %zu in all, then %zu)",
        pool_before, pool_after, chunks_before, chunks_after);
     pool_consistent("share");
+}
+
+static size_t race_pool_held, race_chunks_held;
+
+static void *race_worker(void *arg)
+{
+    size_t walked;
+
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    rcgc__test_pool_race(true);
+    drop_one_cycle();                  /* takes from the pool, the push races */
+    rcgc__test_pool_race(false);
+    race_pool_held = rcgc__test_pool(&walked);
+    race_chunks_held = rcgc__test_chunks(-1, NULL, NULL);
+    rcgc_thread_detach();
+    return arg;
+}
+
+static void race(void)
+{
+    size_t pool_before, chunks_before, pool_after, walked, pool_max;
+    static int token;
+    pthread_t t;
+    void *got = NULL;
+
+    rcgc_collect();                    /* the pool stocked */
+    pool_before = rcgc__test_pool(&walked);
+    chunks_before = rcgc__test_chunks(-1, NULL, &pool_max);
+    TAP_REQUIRE(pthread_create(&t, NULL, race_worker, &token) == 0, "race: a thread");
+    rcgc_blocking_begin();
+    pthread_join(t, &got);
+    rcgc_blocking_end();
+    is_size(rcgc_collect(), 2, "race: its cycle collected");
+    pool_after = rcgc__test_pool(&walked);
+
+    ok(got == &token, "race: the thread attached and detached");
+    ok(pool_before > RCGC__CHUNK_TAKE, "race: the pool held more than %d (%zu)",
+       RCGC__CHUNK_TAKE, pool_before);
+    is_size(race_pool_held, 1, "race: the give-back met the pushed chunk and kept the rest");
+    is_size(race_chunks_held, chunks_before + 1, "race: only the racing push mapped a chunk");
+    ok(pool_after == pool_before, "race: its detach filled the pool again (%zu, then %zu)",
+       pool_before, pool_after);
+    pool_consistent("race");
 }
 
 static void *busy_worker(void *arg)
@@ -260,6 +319,7 @@ int main(void)
     round_of("again", 0, 0);
     threads_come_and_go();
     share();
+    race();
     busy();
     rcgc_shutdown();
     is_size(rcgc__test_chunks(-1, NULL, NULL), 0, "shutdown: no root chunk left");
