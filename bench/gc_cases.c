@@ -755,10 +755,7 @@ struct floor_block {
     char rest[96 - 2 * sizeof(uintptr_t) - sizeof(void *)];
 };
 
-#define FLOOR_ROUND 5000
-#define FLOOR_SCAN  ((intptr_t)16)      /* the flags' places, as in biased.h */
-#define FLOOR_DYING ((intptr_t)8)
-#define FLOOR_ONE   ((intptr_t)64)
+#define FLOOR_ROUND 5000        /* the flags and counts are biased.h's */
 
 int bench_gc_floor(size_t n, int atomics, uint64_t *ns)
 {
@@ -777,8 +774,8 @@ int bench_gc_floor(size_t n, int atomics, uint64_t *ns)
             free(b);
             return error;
         }
-        b[i]->owner = 8;
-        b[i]->shared = FLOOR_ONE;
+        b[i]->owner = (uintptr_t)1 << RCGC__TID_SHIFT;     /* a tid */
+        b[i]->shared = RCGC__SHARED_ONE;
     }
     for (size_t i = 0; i + 1 < n; i += 2) {
         b[i]->partner = b[i + 1];
@@ -794,13 +791,14 @@ int bench_gc_floor(size_t n, int atomics, uint64_t *ns)
             struct floor_block *x = b[i];
             intptr_t w = __atomic_load_n(&x->shared, __ATOMIC_RELAXED);
             if (atomics) {
-                while (!__atomic_compare_exchange_n(&x->shared, &w, (w + FLOOR_ONE) | FLOOR_SCAN,
+                while (!__atomic_compare_exchange_n(&x->shared, &w,
+                                                    (w + RCGC__SHARED_ONE) | RCGC__SHARED_SCAN,
                                                     0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
                     ;
-                __atomic_fetch_or(&x->owner, 1, __ATOMIC_RELAXED);
+                __atomic_fetch_or(&x->owner, RCGC__OWNER_SCAN, __ATOMIC_RELAXED);
             } else {
-                x->shared = (w + FLOOR_ONE) | FLOOR_SCAN;
-                x->owner |= 1;
+                x->shared = (w + RCGC__SHARED_ONE) | RCGC__SHARED_SCAN;
+                x->owner |= RCGC__OWNER_SCAN;
             }
         }
         for (size_t i = r; i < end; i++)          /* count: step 4 */
@@ -810,10 +808,10 @@ int bench_gc_floor(size_t n, int atomics, uint64_t *ns)
             struct floor_block *x = b[i];
             intptr_t w = __atomic_load_n(&x->shared, __ATOMIC_RELAXED);
             if (atomics)
-                __atomic_compare_exchange_n(&x->shared, &w, w | FLOOR_DYING, 0,
+                __atomic_compare_exchange_n(&x->shared, &w, w | RCGC__SHARED_DYING, 0,
                                             __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
             else
-                x->shared = w | FLOOR_DYING;
+                x->shared = w | RCGC__SHARED_DYING;
         }
         for (size_t i = r; i < end; i++)          /* free */
             free(b[i]);

@@ -837,7 +837,6 @@ void rcgc__test_pool_race(bool race)
     rcgc__u32_store_relaxed(&pool_race, race);
 }
 
-static rcgc__roots *chunk_alloc(void);
 static void chunk_put(rcgc__roots *k);
 
 static rcgc__roots *pool_take(void)
