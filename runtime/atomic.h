@@ -118,4 +118,14 @@ static inline bool rcgc__ptr_cas_seq_cst(rcgc__ptr *a, void **expected, void *de
                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
+/* A spin-wait's pause: tells the core it spins (x86 PAUSE, arm64 YIELD). */
+static inline void rcgc__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif /* RCGC_ATOMIC_H */

@@ -66,8 +66,9 @@
  *              table, half of the members on a thread waiting in
  *              rcgc_collect, if there is one ("Help"), as in step 6.  cyclic
  *              count = count - pin - internal edges pointing at it.  QUEUED
- *              (a queue entry holds a reference), DIRTY, DYING or IMMORTAL
- *              members count as externally referenced.
+ *              (a queue entry holds a reference), OWING (one is about to:
+ *              refcount.c), DIRTY, DYING or IMMORTAL members count as
+ *              externally referenced.
  *  5. scan     members with a positive cyclic count are black, and so is
  *              everything reachable from them along the recorded edges;
  *              the rest is white (the Sigma-test: a white member's count is
@@ -115,10 +116,10 @@
  * a load racing the slot overwrite that made the cycle garbage.
  * (Equal words at the test mean unchanged ones: DIRTY, which only the
  * next flag clears, follows every count change of a flagged word but one,
- * a merged decrement by fetch_sub, which with an increment could restore
- * the word; but only a holder decrements, and a thread holding a
+ * a decrement by fetch_sub, which with an increment could restore the
+ * word; but only a holder decrements, and a thread holding a
  * reference to a white member took it by a try-increment or an exchange,
- * each of which set DIRTY: refcount.c, "Merged decrements".)
+ * each of which set DIRTY: refcount.c, "Decrements by fetch_sub".)
  * Liveness (Paz et al. showed the original algorithm can defer a cycle
  * forever): a component fails the Delta-test only if one of its own
  * members' words changed after step 4 read it, that is, only if a thread
@@ -1732,9 +1733,12 @@ static void count_part(part *p)
         m->parent = (uint32_t)i;
         if (s & (RCGC__SHARED_IMMORTAL | RCGC__SHARED_DYING)) {
             m->crc = CRC_MAX;
-        } else if (s & (RCGC__SHARED_QUEUED | RCGC__SHARED_DIRTY)) {
+        } else if ((s & (RCGC__SHARED_QUEUED | RCGC__SHARED_DIRTY)) ||
+                   rcgc__shared_owes(s)) {
             /* Touched since flagged, or a queue entry pending at a
-               safepoint: not decided now; examined again next time. */
+               safepoint or about to be made (OWING: refcount.c,
+               "Decrements by fetch_sub"): not decided now; examined again
+               next time. */
             m->crc = CRC_MAX;
             m->fate = FATE_RETRY;
         } else {

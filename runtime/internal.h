@@ -73,8 +73,10 @@
 /* gc_bits: low 16 bits are flags, high 16 bits the magic.  TRACKED is in
    <rcgc/biased.h> (bit 2); whether a tracked object is in a root buffer,
    and ZOMBIE, are in its owner word (RCGC__OWNER_UNBUFFERED, _ZOMBIE). */
-#define RCGC__GC_UNLINKED    (1u << 0)  /* overwritten out of a slot at least once:
-                                           its memory waits for a grace period */
+#define RCGC__GC_DEFERRED    (1u << 0)  /* its memory waits for a grace period:
+                                           overwritten out of a slot at least
+                                           once (object.c), or queued to its
+                                           owner (refcount.c) */
 #define RCGC__GC_FINALIZED   (1u << 1)  /* finalize has run */
 #define RCGC__GC_FROZEN      (1u << 4)  /* rcgc_freeze(): collections ignore it */
 #define RCGC__GC_MISSED      (1u << 6)  /* a decrement found no memory for a root
@@ -239,6 +241,17 @@ static inline bool rcgc__shared_is_dead(intptr_t s)
     return (s & (RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) == RCGC__SHARED_MERGED &&
            (s >> RCGC__SHARED_SHIFT) <= 0;
 }
+/* Unmerged, not queued, not immortal, and below zero: a non-owner's
+   decrement by fetch_sub found the count at zero or less and has yet to
+   queue the object (refcount.c, "Decrements by fetch_sub").  An increment
+   must not hide this (rcgc__await_entry), and the collector counts such a
+   member as externally referenced. */
+static inline bool rcgc__shared_owes(intptr_t s)
+{
+    return !(s & (RCGC__SHARED_QUEUED | RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) &&
+           s < 0;
+}
+void     rcgc__await_entry(rcgc__header *h);
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
 void     rcgc__merge_queued(rcgc__header *h);
 bool     rcgc__try_incref(rcgc__header *h);
@@ -249,7 +262,7 @@ void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, te
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, free */
 void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out of the registry */
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
-void rcgc__mark_unlinked(void *obj);
+void rcgc__defer_memory(rcgc__header *h);   /* DEFERRED: freed after a grace period */
 
 /* ---- weakref.c --------------------------------------------------------- */
 /* h is dying (count zero, or DYING garbage) and rcgc__has_weakrefs (the

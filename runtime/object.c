@@ -21,13 +21,16 @@
  * the slot's container (or the slot is a global), so the container is
  * alive; the object can lose that slot's reference only by an overwrite
  * (rcgc_ref_store, _exchange, _compare_exchange), never by the container's
- * teardown.  Overwrites mark the removed object UNLINKED (slot.c).  An
- * object that was never unlinked, whatever slots held it, can be in no
- * thread's hands without a reference when it dies, so its memory goes back
- * at once, hot, as with malloc/free (a binary tree torn down from its
- * root never waits).  An unlinked object waits on this thread's reclaim
- * list, sealed in batches of RCGC__RECLAIM_BATCH, and is freed after a
- * grace period (epoch.c).
+ * teardown.  Overwrites mark the removed object DEFERRED (slot.c).  So
+ * does a queue entry (thread.c, rcgc__queue_to_owner): a non-owner whose
+ * decrement went below zero may still be about to look at the word once
+ * more after another thread's entry has been merged and the object freed
+ * (refcount.c, "Decrements by fetch_sub").  An object that was neither,
+ * whatever slots held it, can be in no thread's hands without a reference
+ * when it dies, so its memory goes back at once, hot, as with malloc/free
+ * (a binary tree torn down from its root never waits).  A DEFERRED object
+ * waits on this thread's reclaim list, sealed in batches of
+ * RCGC__RECLAIM_BATCH, and is freed after a grace period (epoch.c).
  */
 #include <errno.h>
 #include <string.h>
@@ -106,18 +109,14 @@ const rcgc_type *rcgc_type_of(const void *obj)
     return rcgc__hdr(obj)->type;
 }
 
-void rcgc__mark_unlinked(void *obj)
+void rcgc__defer_memory(rcgc__header *h)
 {
-    rcgc__header *h;
-
-    if (obj == NULL)
-        return;
-    h = rcgc__hdr(obj);
-    /* Relaxed: the caller holds the reference the slot gave up, and
-       whoever later decides the free happens-after this, through the
-       acq_rel count operations every reference drop goes through. */
-    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_UNLINKED))
-        rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_UNLINKED);
+    /* Relaxed: the caller holds a reference (the one a slot gave up, or
+       the one a queue entry carries), and whoever later decides the free
+       happens-after this, through the acq_rel count operations every
+       reference drop goes through. */
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_DEFERRED))
+        rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_DEFERRED);
 }
 
 static void release_slot(rcgc_ref *slot, void *ctx)
@@ -191,7 +190,7 @@ void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h)
 
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h)
 {
-    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_UNLINKED)) {
+    if (!(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_DEFERRED)) {
         rcgc__quarantine(h);
         return;
     }

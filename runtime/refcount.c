@@ -19,7 +19,10 @@
  *
  * States of ref_shared's low bits and the transitions (who makes them):
  *
- *     UNMERGED --non-owner decrement at shared_count 0--> QUEUED   (once)
+ *     UNMERGED --non-owner decrement (fetch_sub) from a
+ *                shared_count <= 0-----------------------> OWING
+ *     OWING    --the same thread's CAS: count + 1, the
+ *                entry carries its reference-------------> QUEUED   (once)
  *     UNMERGED --owner's local reaches 0----------------> MERGED
  *     QUEUED   --owner's local reaches 0----------------> MERGED
  *     QUEUED   --queue entry merged (owner, or a queuer for a blocked or
@@ -28,6 +31,8 @@
  *     MERGED 0 --release runs a finalizer (object.c)----> MERGED|DYING 1,
  *                then DYING 0 (torn down), or DYING cleared (resurrected)
  *
+ * OWING is no flag: an unmerged, unqueued word below zero, which lasts from
+ * a decrement's fetch_sub to its CAS ("Decrements by fetch_sub" below).
  * MERGED is final: a merged object is never queued again, its owner word is
  * 0 (flags aside) and its ref_local is 0, so every thread counts on the
  * shared word alone.  The object is dead exactly when a read-modify-write on
@@ -51,8 +56,10 @@
  *      its CAS publishes MERGED (CPython gh-119999, gh-121794), so a thread
  *      that sees MERGED never sees a stale owner or local count.
  *  I3  QUEUED implies exactly one queue entry exists, and it holds one
- *      reference (the non-owner's decrement that would have gone below
- *      zero is carried by the entry and applied when it merges).
+ *      reference (the first non-owner decrement that went below zero is
+ *      added back when the entry is made, carried by the entry, and
+ *      applied when it merges).  Unmerged, unqueued and not OWING: the
+ *      shared count is at least 0.
  *  I4  ref_local is written by the owner only, or by a thread that merges
  *      on behalf of a blocked or gone owner while holding the owner's
  *      bucket lock (thread.c); blocking_begin, blocking_end and detach take
@@ -67,8 +74,8 @@
  * thread changes it only while the owner is blocked or gone, under a lock
  * the owner takes before it runs again.  Non-owner decrements are release
  * (they may be the last access before someone else frees); every RMW that
- * can decide a free is acq_rel, or, for a merged decrement by fetch_sub,
- * release followed by an acquire load of the word, so the releasing thread
+ * can decide a free is acq_rel, or, for a decrement by fetch_sub, release
+ * followed by an acquire load of the word, so the releasing thread
  * happens-after every earlier access of every other holder.  The owner's
  * zero path reads the shared word with acquire (CPython gh-117657) and
  * decides by CAS.
@@ -81,8 +88,8 @@
  * counts on the shared word instead, so ref_local holds still).  The
  * shared word carries SCAN and DIRTY: a count change or merge that sees
  * SCAN sets DIRTY, in the same CAS where it can, and a merge sets it
- * before it touches ref_local (PROTOCOL-REVIEW hole 5); a merged decrement
- * by fetch_sub sets none (see "Merged decrements" for why none is
+ * before it touches ref_local (PROTOCOL-REVIEW hole 5); a decrement by
+ * fetch_sub sets none (see "Decrements by fetch_sub" for why none is
  * needed).  Both words are changed by fetch_or/fetch_and or CAS only,
  * never by a plain store over a flag (hole 4), and every lookup of a
  * thread masks the flags.
@@ -95,6 +102,7 @@
  * (rcgc_refcount reports SIZE_MAX).  Nothing ever wraps.
  */
 #include <errno.h>
+#include <sched.h>
 
 #include "internal.h"
 
@@ -118,8 +126,32 @@ void rcgc__incref_owner_spill(void *obj)
     old = rcgc__sword_fetch_add_relaxed(&h->ref_shared,
                                         (intptr_t)RCGC__LOCAL_SPILL * RCGC__SHARED_ONE);
     rcgc__u32_store_relaxed(&h->ref_local, UINT32_MAX - RCGC__LOCAL_SPILL + 1);
+    if (rcgc__shared_owes(old))
+        rcgc__await_entry(h);     /* we lifted a debt above zero */
     if (old + (intptr_t)RCGC__LOCAL_SPILL * RCGC__SHARED_ONE >= RCGC__SHARED_SATURATE)
         rcgc__incref_saturate(obj);
+}
+
+/*
+ * An increment found an OWING word (rcgc__shared_owes): a decrement by
+ * fetch_sub went below zero and its thread has yet to queue the object.
+ * Wait until someone has (or the word is merged or immortal), so that no
+ * increment hides the debt ("Decrements by fetch_sub", rule 2).  The
+ * debtor is a few instructions from its CAS and waits for nothing on the
+ * way there, so this is bounded by its scheduling; yield when it is not
+ * running.
+ */
+void rcgc__await_entry(rcgc__header *h)
+{
+    for (unsigned spins = 0;
+         !(rcgc__sword_load_acquire(&h->ref_shared) &
+           (RCGC__SHARED_QUEUED | RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL));
+         spins++) {
+        if (spins < 64)
+            rcgc__cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 /* The shared count reached the saturation bound: clamp it and make the
@@ -137,16 +169,20 @@ void rcgc__incref_saturate(void *obj)
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
 }
 
-/* An increment by a non-owner found SCAN (or the saturation bound) in the
-   word it returned.  DIRTY comes after the count change here; the
-   collector's Delta-test compares the whole word, so it sees either. */
+/* An increment by a non-owner found SCAN, the saturation bound or a count
+   below zero in the word it returned.  DIRTY comes after the count change
+   here; the collector's Delta-test compares the whole word, so it sees
+   either.  Below zero is nothing once queued; OWING, we wait for the
+   entry, holding the reference we just took. */
 void rcgc__incref_flagged(void *obj, intptr_t old)
 {
     rcgc__header *h = rcgc__hdr(obj);
 
     if (old & RCGC__SHARED_SCAN)
         rcgc__sword_fetch_or_acq_rel(&h->ref_shared, RCGC__SHARED_DIRTY);
-    if (old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
+    if (rcgc__shared_owes(old))
+        rcgc__await_entry(h);
+    else if (old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
         rcgc__incref_saturate(obj);
 }
 
@@ -246,14 +282,14 @@ void rcgc__decref_owner_last(void *obj)
        be deciding anything about this object.  Nor can one be taking a
        new reference: that needs a reference already, except for a
        try-increment through a stale slot read, which only an overwrite
-       makes possible (UNLINKED), or the collector's through its buffers
+       makes possible (DEFERRED), or the collector's through its buffers
        and registry, which hold tracked objects only, or a weak reference's
        (WEAKREFS).  Acquire: non-owner decrements that brought the word to
        0 happen-before the teardown, and so does whatever their threads did
        before, such as setting WEAKREFS, so gc_bits is read after it. */
     if (rcgc__sword_load_acquire(&h->ref_shared) == 0 &&
         !(rcgc__u32_load_relaxed(&h->gc_bits) &
-          (RCGC__GC_TRACKED | RCGC__GC_UNLINKED | RCGC__GC_WEAKREFS))) {
+          (RCGC__GC_TRACKED | RCGC__GC_DEFERRED | RCGC__GC_WEAKREFS))) {
         rcgc__word_store_relaxed(&h->owner, 0);              /* I2 */
         rcgc__u32_store_relaxed(&h->ref_local, 0);
         rcgc__sword_store_relaxed(&h->ref_shared, RCGC__SHARED_MERGED);
@@ -279,11 +315,14 @@ void rcgc__decref_owner_unbuffered(void *obj)
 }
 
 /*
- * A non-owner decrement the inline path could not take: the count would
- * reach zero on a merged object, go below zero on an unmerged one that is
- * not queued yet, the object is immortal, or the collector has flagged it
- * (SCAN; then even its owner counts here, on the shared word, so that its
- * local count holds still while the collector reads it).
+ * A non-owner decrement by CAS: the inline path's choice for a merged
+ * object not in a root buffer (UNBUFFERED), which becomes a candidate root
+ * only if the decrement leaves it alive, and only the CAS's word says so.
+ * It decides everything a decrement can meet: a merged object's last
+ * reference, an unmerged one's queue entry (in the same CAS as the count:
+ * no OWING here), immortality, and DIRTY for a flagged word (SCAN; then even
+ * the owner counts on the shared word, so that its local count holds still
+ * while the collector reads it).
  */
 void rcgc__decref_shared_slow(void *obj)
 {
@@ -342,61 +381,102 @@ void rcgc__decref_shared_slow(void *obj)
 }
 
 /*
- * Merged decrements.  A non-owner decrement of an object that reads merged
- * in the owner word (tid 0: I2) and needs no buffering (no UNBUFFERED) is
- * one fetch_sub, with no load of the shared word before it: on this
- * machine a load of a word that a locked RMW has just written waits about
- * 4 ns for that store (a probe: an increment+decrement pair by fetch_add
- * and fetch_sub 10.4 ns, 14.5 with a load of the word before the
- * fetch_sub, 10.4 again for a CAS whose expected value needs no load;
- * BM_pair_atomic_cas is the load-and-CAS shape).  The word it replaced
- * then says whether anything is left to do (rcgc__shared_sub_is_plain),
- * and nothing is, except:
+ * Decrements by fetch_sub.  A non-owner decrement (and the owner's own
+ * while SCAN sends it to the shared word) is one fetch_sub, with no load
+ * of the word before it: on this machine a load of a word that a locked
+ * RMW has just written waits about 4 ns for that store (a probe: an
+ * increment+decrement pair by fetch_add and fetch_sub 10.4 ns, 14.5 with a
+ * load of the word before the fetch_sub; BM_pair_atomic_cas is the
+ * load-and-CAS shape).  The word it replaced then says whether anything is
+ * left to do (rcgc__shared_sub_is_plain), and nothing is, except:
  *
- *   MERGED, count 1   ours was the last reference: release, as the CAS
- *                     would have (DYING: decided elsewhere, nothing to do);
+ *   MERGED, count 1   ours was the last reference: release, as a CAS would
+ *                     have (DYING: decided elsewhere, nothing to do);
+ *   MERGED, <= 0      an over-release: taken back, and a misuse abort;
  *   IMMORTAL          taken back (its count never changes; never freed);
- *   MERGED, <= 0      an over-release: taken back, and a misuse abort.
+ *   unmerged, count <= 0, not queued
+ *                     the word is OWING: below zero, and no queue entry
+ *                     will make the owner merge it.  Our CAS makes the
+ *                     entry: it adds our reference back and sets QUEUED
+ *                     (I3), and we queue the object.  If the word is QUEUED
+ *                     or MERGED by then, another thread made the entry, or
+ *                     merged with our decrement counted: it stands.
  *
- * Why only merged.  An unmerged decrement at shared count 0 must queue the
- * object instead, with the decrement's reference (I3), and only a CAS can
- * decide that in the same step as the count: a fetch_sub that finds 0
- * would have to take itself back afterwards, and in between a second
- * non-owner's decrement, queue and merge (on behalf of a gone owner) can
- * free the object under the first one's hands (tried: stress_lastref's
- * gone_local mode, two non-owners dropping references counted in a gone
- * owner's local count, aborts within a second).  The owner word's tid is
- * cleared by every merge before MERGED is published and never set again,
- * so a decrement that reads tid 0 can meet an unmerged word only
- * mid-merge: a queue entry's merge (the word still QUEUED: the decrement
- * stands) or the owner's at its last local reference (ref_local 1 while
- * this thread holds a reference too, so the shared count is at least 1:
- * plain).  rcgc__decref_merged_done checks the rest.
+ * A word is OWING for the few instructions between the fetch_sub and the
+ * CAS, or longer if the thread is preempted there.  Three rules make that
+ * safe (tests/model/rcgc.pml checks them; the first try without rules 1
+ * and 2, in the ninth session, freed objects under a debtor at once:
+ * stress_lastref's gone_local mode, two non-owners dropping references
+ * counted in a gone owner's local count).
+ *
+ *  1. An OWING object is not freed, and a queued one is freed late.  Every
+ *     free is decided by an RMW that produces MERGED 0, after a merge, or
+ *     by the owner's death without one, which needs the word to be exactly
+ *     0.  An OWING word is below zero; no merge comes from a queue entry
+ *     while there is none; and the owner at its last local reference holds
+ *     a reference of its own, so local 1 + shared >= 1 and the word is not
+ *     below zero.  Once another thread queues the object (its decrement went
+ *     below zero too), the entry's merge may free it while we have yet to
+ *     read the word again: every queued object is DEFERRED
+ *     (rcgc__queue_to_owner), so its memory waits for a grace period, and we
+ *     are inside our read section (no quiescent state in a decrement); we
+ *     read MERGED and stop.
+ *  2. No increment hides a debt.  An increment that lifted an OWING word
+ *     (a fetch_add: the inline path's unsigned compare catches below zero)
+ *     waits, holding its new reference, until the entry is made
+ *     (rcgc__await_entry); one by CAS (rcgc__try_incref, rcgc__pin_flag)
+ *     waits before it increments.  Otherwise an increment could lift the
+ *     count to 0, its reference go back through the owner's local count,
+ *     and the owner free an unflagged 0 at once under us; or a collection
+ *     could read a count that looks settled, find the object garbage and
+ *     free it while we are still to queue it.
+ *  3. The collector counts an OWING member as externally referenced, as it
+ *     does a QUEUED one (collector.c, step 4): it decides nothing about
+ *     it in this collection.  A debt that starts after step 4 changes the
+ *     word, and the Delta-test sees it.
  *
  * No DIRTY, even while SCAN is set: after its fetch_sub the decrementing
- * thread holds nothing, so it must not touch the object again (another
- * holder may release it at once).  The Delta-test does not need it: a
- * thread can decrement only a reference it holds, or a slot's that it
- * overwrites.  A thread holding a reference to a white member held it at
- * step 4, where it was counted (the member is black), or took it since,
- * out of a slot by an exchange or by a try-increment, each of which set
- * DIRTY in its own RMW.  A thread overwriting a slot holds the slot's
- * object: a white member whose word is DIRTY (its component fails, and
- * the slot's target is in it) or a black one (the target is black too).
- * tests/model/rcgc.pml checks the protocol with this decrement.
+ * thread holds nothing, so it must not touch the object again, OWING
+ * aside (another holder may release it at once).  The Delta-test does not
+ * need it: a thread can decrement only a reference it holds, or a slot's
+ * that it overwrites.  A thread holding a reference to a white member held
+ * it at step 4, where it was counted (the member is black), or took it
+ * since, out of a slot by an exchange or by a try-increment, each of which
+ * set DIRTY in its own RMW.  A thread overwriting a slot holds the slot's
+ * object: a white member whose word is DIRTY (its component fails, and the
+ * slot's target is in it) or a black one (the target is black too).  The
+ * owner's fast path is off while SCAN is set, so this covers the owner too.
  */
-void rcgc__decref_merged_done(void *obj, intptr_t old)
+void rcgc__decref_sub_done(void *obj, intptr_t old)
 {
     rcgc__header *h = rcgc__hdr(obj);
     intptr_t count = shared_count(old);
+    intptr_t s, n;
 
     if (old & RCGC__SHARED_IMMORTAL) {
         rcgc__sword_fetch_add_relaxed(&h->ref_shared, RCGC__SHARED_ONE);
         return;
     }
-    /* Unmerged with nothing pending: a merge in progress that the argument
-       above says cannot be. */
-    rcgc_assert_internal(old & RCGC__SHARED_MERGED);
+    if (!(old & RCGC__SHARED_MERGED)) {
+        /* OWING: make the queue entry (rule 1 keeps the memory ours). */
+        rcgc_assert(rcgc__tls_tid != RCGC__TID_DETACHED, "rcgc_decref",
+                    "thread not attached", obj);
+        s = old - RCGC__SHARED_ONE;
+        do {
+            if (s & (RCGC__SHARED_QUEUED | RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL))
+                return;
+            /* DYING too: no collection makes an OWING word DYING (rule 3),
+               but a finalizer may drop a reference to a member of its own
+               garbage component; the collector's check after the
+               finalizers then finds the word changed and keeps the
+               component. */
+            n = (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED | carry_flags(s);
+        } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
+        /* Unmerged and unqueued at our CAS: no merge can have cleared the
+           owner word (I2). */
+        rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+        return;
+    }
     if (count <= 0) {
         rcgc__sword_fetch_add_relaxed(&h->ref_shared, RCGC__SHARED_ONE);
         rcgc_assert(0, "rcgc_decref", "reference count below zero", obj);
@@ -432,6 +512,12 @@ bool rcgc__try_incref(rcgc__header *h)
     for (;;) {
         if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
             return false;
+        if (rcgc__shared_owes(s)) {
+            /* Never hide a debt ("Decrements by fetch_sub", rule 2). */
+            rcgc__await_entry(h);
+            s = rcgc__sword_load_relaxed(&h->ref_shared);
+            continue;
+        }
         /* Acquire: pairs with the release decrements, so what we read of
            the object after this is not older than its holders' writes.
            A new reference to a flagged object makes it DIRTY in the same
@@ -467,6 +553,11 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
         for (;;) {
             if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
                 return false;
+            if (rcgc__shared_owes(s)) {
+                rcgc__await_entry(h);      /* as in rcgc__try_incref */
+                s = rcgc__sword_load_relaxed(&h->ref_shared);
+                continue;
+            }
             /* acq_rel: acquire as in rcgc__try_incref; release orders the
                flag before the grace period that publishes it. */
             if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,

@@ -13,7 +13,7 @@
  *     so an increment that succeeds was counted before any free decision
  *     (refcount.c).  A failed increment means the slot has moved on: read
  *     it again.
- * Every overwrite marks the value it removes UNLINKED, so that object's
+ * Every overwrite marks the value it removes DEFERRED, so that object's
  * memory will wait for a grace period (object.c explains why a value
  * removed by its container's teardown need not).
  *
@@ -87,7 +87,8 @@ void rcgc_ref_store(rcgc_ref *slot, void *obj)
     /* acq_rel: release publishes obj (pairs with rcgc_ref_load); acquire
        orders our decrement of old after the store that put it there. */
     old = rcgc__slot_exchange_acq_rel(slot, obj);
-    rcgc__mark_unlinked(old);
+    if (old != NULL)
+        rcgc__defer_memory(rcgc__hdr(old));
     rcgc_decref(old);
 }
 
@@ -123,7 +124,8 @@ void *rcgc_ref_exchange(rcgc_ref *slot, void *obj)
     do {
         barrier(old);       /* old is in the slot: epoch-protected (QSBR) */
     } while (!rcgc__slot_cas_acq_rel(slot, &old, obj));
-    rcgc__mark_unlinked(old);
+    if (old != NULL)
+        rcgc__defer_memory(rcgc__hdr(old));
     return old;
 }
 
@@ -135,7 +137,8 @@ int rcgc_ref_compare_exchange(rcgc_ref *slot, void *expected, void *desired)
         return 0;
     rcgc_incref(desired);                 /* counted before anyone can load it */
     if (rcgc__slot_cas_acq_rel(slot, &seen, desired)) {
-        rcgc__mark_unlinked(expected);
+        if (expected != NULL)
+            rcgc__defer_memory(rcgc__hdr(expected));
         rcgc_decref(expected);            /* the slot's old reference */
         return 1;
     }

@@ -220,6 +220,11 @@ void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid)
     rcgc__thread *th;
     intptr_t count;
 
+    /* Another non-owner's decrement may have gone below zero before our
+       QUEUED and may yet read the word once more: whoever frees the
+       object after the entry's merge waits a grace period (refcount.c,
+       "Decrements by fetch_sub"). */
+    rcgc__defer_memory(h);
     pthread_mutex_lock(&b->lock);
     for (th = b->head; th != NULL; th = th->bucket_next)
         if (th->tid == owner_tid)

@@ -102,7 +102,7 @@ void rcgc__incref_owner_spill(void *obj);
 void rcgc__incref_saturate(void *obj);
 void rcgc__decref_owner_last(void *obj);
 void rcgc__decref_shared_slow(void *obj);
-void rcgc__decref_merged_done(void *obj, intptr_t old);
+void rcgc__decref_sub_done(void *obj, intptr_t old);
 void rcgc__decref_owner_unbuffered(void *obj);
 void rcgc__incref_flagged(void *obj, intptr_t old);
 void rcgc__buffer_root(void *obj);
@@ -122,20 +122,12 @@ static inline rcgc__header *rcgc__hdr(const void *obj)
     return (rcgc__header *)obj - 1;
 }
 
-/* A non-owner decrement that decides nothing: the count stays positive, or
-   reaches zero while unmerged (the owner's local count still holds the
-   object, and its merge will decide); no flag asks for the slow path. */
-static inline int rcgc__shared_dec_is_plain(intptr_t shared)
-{
-    return !(shared & (RCGC__SHARED_IMMORTAL | RCGC__SHARED_SCAN)) &&
-           (shared >= 2 * RCGC__SHARED_ONE ||
-            (shared >= RCGC__SHARED_ONE && !(shared & RCGC__SHARED_MERGED)));
-}
-
-/* The same for a decrement already made by fetch_sub on a word that read
-   merged, or mid-merge, when it was chosen (`shared` is the word before
-   it): nothing is left to do.  SCAN asks for nothing here (no DIRTY: see
-   refcount.c, "Merged decrements"). */
+/* A non-owner decrement made by fetch_sub (`shared` is the word before it)
+   that leaves nothing to do: the count stays positive, or the word is
+   unmerged and either stays at zero or more or is queued already (the
+   owner's local count still holds the object, and its merge will decide).
+   SCAN asks for nothing (no DIRTY: see refcount.c, "Decrements by
+   fetch_sub"). */
 static inline int rcgc__shared_sub_is_plain(intptr_t shared)
 {
     return !(shared & RCGC__SHARED_IMMORTAL) &&
@@ -176,8 +168,9 @@ static inline RCGC__ALWAYS_INLINE void *rcgc_incref(void *obj)
         intptr_t old = __atomic_fetch_add(&h->ref_shared.v, RCGC__SHARED_ONE,
                                           __ATOMIC_RELAXED);
         if (__builtin_expect((old & RCGC__SHARED_SCAN) ||
-                             old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE, 0))
-            rcgc__incref_flagged(obj, old);
+                             (uintptr_t)old >= (uintptr_t)(RCGC__SHARED_SATURATE -
+                                                           RCGC__SHARED_ONE), 0))
+            rcgc__incref_flagged(obj, old);   /* also below zero (unsigned) */
     }
     return obj;
 }
@@ -206,31 +199,22 @@ static inline RCGC__ALWAYS_INLINE void rcgc_decref(void *obj)
         rcgc__decref_owner_unbuffered(obj);     /* a candidate root first */
         return;
     }
-    /* Merged (no owner, I2) and nothing to buffer (no UNBUFFERED): one
-       fetch_sub, and a look at the word it replaced (refcount.c, "Merged
-       decrements").  Release pairs with the acquire of whoever later
-       decides the free. */
-    if ((owner & ~(RCGC__OWNER_SCAN | RCGC__OWNER_ZOMBIE)) == 0) {
-        shared = __atomic_fetch_sub(&h->ref_shared.v, RCGC__SHARED_ONE, __ATOMIC_RELEASE);
-        if (__builtin_expect(!rcgc__shared_sub_is_plain(shared), 0))
-            rcgc__decref_merged_done(obj, shared);
-        return;
+    /* One fetch_sub, and a look at the word it replaced (refcount.c,
+       "Decrements by fetch_sub").  A tracked object not in a root buffer
+       is buffered first, while our reference still holds it: at once if
+       unmerged (no non-owner decrement frees one), and by the CAS path if
+       merged, where only the count says whether it stays alive.  Release
+       pairs with the acquire of whoever later decides the free. */
+    if (__builtin_expect(owner & RCGC__OWNER_UNBUFFERED, 0)) {
+        if ((owner & ~RCGC__OWNER_FLAGS) == 0) {
+            rcgc__decref_shared_slow(obj);
+            return;
+        }
+        rcgc__buffer_root(obj);
     }
-    /* Release pairs with the acquire CAS of whoever later decides the free
-       (refcount.c).  Unmerged, the decision to queue must be made in the
-       same RMW as the decrement (refcount.c, "Merged decrements"). */
-    shared = __atomic_load_n(&h->ref_shared.v, __ATOMIC_RELAXED);
-    if (rcgc__shared_dec_is_plain(shared)) {
-        if (__builtin_expect(owner & RCGC__OWNER_UNBUFFERED, 0))
-            rcgc__buffer_root(obj);       /* the count stays nonzero */
-        do {
-            if (__atomic_compare_exchange_n(&h->ref_shared.v, &shared,
-                                            shared - RCGC__SHARED_ONE, 1,
-                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-                return;
-        } while (rcgc__shared_dec_is_plain(shared));
-    }
-    rcgc__decref_shared_slow(obj);
+    shared = __atomic_fetch_sub(&h->ref_shared.v, RCGC__SHARED_ONE, __ATOMIC_RELEASE);
+    if (__builtin_expect(!rcgc__shared_sub_is_plain(shared), 0))
+        rcgc__decref_sub_done(obj, shared);
 }
 
 /*
