@@ -76,22 +76,28 @@
  *   rcgc_incref        include/rcgc/biased.h rcgc_incref: owner word == tid
  *                      -> local + 1 (relaxed load, relaxed store: two steps
  *                      after the owner-word load); else fetch_add on shared,
- *                      and rcgc__incref_flagged (fetch_or DIRTY) if SCAN.
+ *                      and rcgc__incref_flagged: fetch_or DIRTY if SCAN;
+ *                      if the word it replaced was OWING, rcgc__await_entry
+ *                      (blocks until the word is QUEUED or MERGED).
  *   rcgc_decref        biased.h rcgc_decref: owner word == tid -> local - 1,
  *                      or rcgc__decref_owner_last at local <= 1; owner word
  *                      tid 0 (merged) -> decref_fetch_sub or the CAS (the
  *                      C code's choice, by UNBUFFERED, is not modelled);
- *                      else rcgc__shared_dec_is_plain + CAS loop, else
- *                      rcgc__decref_shared_slow (refcount.c).
- *   decref_fetch_sub   biased.h's fetch_sub and rcgc__decref_merged_done:
- *                      one step count - 1, no DIRTY; release iff the word
- *                      it replaced was MERGED count 1 without DYING.
+ *                      else (unmerged) decref_fetch_sub.
+ *   decref_fetch_sub   biased.h's fetch_sub and rcgc__decref_sub_done: one
+ *                      step count - 1, no DIRTY; release iff the word it
+ *                      replaced was MERGED count 1 without DYING; owe iff
+ *                      it was unmerged, unqueued, count <= 0 (OWING now).
+ *   owe                rcgc__decref_sub_done's CAS for an OWING word: unless
+ *                      QUEUED or MERGED by now, count + 1 | QUEUED (the
+ *                      entry carries the reference), then queue_to_owner.
  *   decref_shared_slow refcount.c rcgc__decref_shared_slow: MERGED -> CAS
  *                      count-1 (| DIRTY if SCAN), release iff the CAS
  *                      produced MERGED 0 without DYING; unmerged count > 0 or
  *                      QUEUED -> CAS count-1; else CAS | QUEUED once, then
  *                      rcgc__queue_to_owner (the entry holds the reference).
- *   queue_to_owner     thread.c rcgc__queue_to_owner: under the owner's
+ *   queue_to_owner     thread.c rcgc__queue_to_owner: DEFERRED (dfr[o]),
+ *                      then under the owner's
  *                      bucket lock (lk[tid]), push on the owner's queue
  *                      (inq[o] = tid), or, the owner gone, merge on its behalf
  *                      (rcgc__merge_counts(h, -1)) and release at 0.
@@ -104,7 +110,8 @@
  *   merge_queued       refcount.c rcgc__merge_queued (drain of a queue entry).
  *   try_incref         refcount.c rcgc__try_incref: owner -> rcgc_incref;
  *                      else CAS loop refusing DYING and MERGED with count <= 0;
- *                      the CAS adds DIRTY if SCAN.
+ *                      the CAS adds DIRTY if SCAN; an OWING word is awaited
+ *                      (rcgc__await_entry) before the CAS, never incremented.
  *   ref_load           slot.c rcgc_ref_load: load slot, try_incref; on failure
  *                      re-read the slot: same and DYING -> NULL, else retry.
  *                      (The C code reads NULL there only on the collecting
@@ -112,10 +119,11 @@
  *                      load issued later: a failed try_incref has no side
  *                      effect, so the NULL here over-approximates it.)
  *   ref_store          slot.c rcgc_ref_store: rcgc_incref(new), exchange the
- *                      slot, rcgc_decref(old).
+ *                      slot (old DEFERRED), rcgc_decref(old).
  *   ref_exchange       slot.c rcgc_ref_exchange: barrier(new); load old;
- *                      loop { barrier(old); CAS slot }.  barrier = load shared,
- *                      fetch_or DIRTY if SCAN.  Moves references, no count.
+ *                      loop { barrier(old); CAS slot }, old DEFERRED.  barrier =
+ *                      load shared, fetch_or DIRTY if SCAN.  Moves
+ *                      references, no count.
  *   weak_get           weakref.c rcgc_weakref_get: under the stripe lock
  *                      (wlk), read the referent (wref); NULL if cleared,
  *                      else try_incref; a refusal reads the word and lets the
@@ -129,7 +137,10 @@
  *                      list; the outermost call drains it: release_slot =
  *                      exchange slot with NULL + rcgc_decref(child), then
  *                      rcgc__dispose -> rcgc__free_memory: deferred).
- *   dispose            memory FREED; reclaimed (RECLAIMED) as soon as every
+ *   dispose            object.c rcgc__free_memory: memory RECLAIMED at once,
+ *                      unless DEFERRED (or named by a root buffer entry the
+ *                      collector has yet to take, cbuf: the entry's consumer
+ *                      frees it); then FREED, and reclaimed as soon as every
  *                      thread online at that moment has passed a quiescent
  *                      state or gone offline (epoch.c: the reclaimer's
  *                      synchronize_rcu; eagerly, the worst case).
@@ -151,8 +162,8 @@
  *     count              examine step 4: per member one load of shared, one of
  *                        local, one of each slot (the only reading of slots).
  *     cyclic counts      crc = count (+ local if unmerged) - 1 (pin) - internal
- *                        edges; DYING/QUEUED/DIRTY members are black; black
- *                        spreads along the recorded edges (steps 4-5).
+ *                        edges; DYING/QUEUED/OWING/DIRTY members are black;
+ *                        black spreads along the recorded edges (steps 4-5).
  *     delta              step 6: per white member in member order CAS
  *                        (word read in step 4 -> word | DYING); a failure
  *                        un-DYINGs its component's earlier members (fetch_and)
@@ -191,10 +202,12 @@
  *      merely not RECLAIMED): the C code returns a garbage member's memory
  *      at once unless it was ever overwritten out of a slot, so only the
  *      clearing before the dispose keeps an upgrade off it.
- *   A9 a decrement by fetch_sub (chosen because the owner word read tid 0)
+ *   A9 a decrement by fetch_sub chosen because the owner word read tid 0
  *      replaces a merged word, or one mid-merge with nothing left to do:
- *      QUEUED, or count >= 1 (refcount.c, "Merged decrements").  With A1-A3
- *      this checks that its missing DIRTY leaves the Delta-test sound.
+ *      QUEUED, or count >= 1 (refcount.c, "Decrements by fetch_sub").  With
+ *      A1-A3 this checks that the missing DIRTY of every decrement by
+ *      fetch_sub leaves the Delta-test sound, and A3 that an OWING thread's
+ *      CAS never meets reclaimed memory.
  *
  * Abstractions (what is not modelled)
  * ===================================
@@ -213,8 +226,9 @@
  *     lets marking leave an object unexamined, which is all a frozen
  *     object is to a collection), SAVEALL, the
  *     retry list (a failed component is only re-examined by the final
- *     collection), out-of-memory paths, unpublished objects (every object
- *     is treated as published: its memory waits for a grace period).
+ *     collection), out-of-memory paths.  (Memory goes back at once unless
+ *     DEFERRED, as in the C code; earlier versions of this model let every
+ *     free wait for a grace period.)
  *   - Memory orders (see above); spurious CAS failures.
  *
  * Seeded bugs (-DBUG_...; each is caught; run_model.sh prints the trail)
@@ -343,8 +357,9 @@
 #define CNT(s)   (((s) - ((s) & FLAGS)) / ONE)     /* shared_count(), signed */
 #define CARRY(s) (((s) & SCAN) -> DIRTY : 0)       /* carry_flags() */
 #define BIT(o)   (1 << (o))
-/* rcgc__shared_dec_is_plain (IMMORTAL not modelled) */
-#define PLAIN(s) (!((s) & SCAN) && (CNT(s) >= 2 || (CNT(s) >= 1 && !((s) & MERGED))))
+/* rcgc__shared_owes (IMMORTAL not modelled): a decrement by fetch_sub went
+   below zero and its thread has yet to make the queue entry */
+#define OWES(s) (!((s) & (QUEUED | MERGED)) && CNT(s) < 0)
 /* try_incref refuses: DYING, or MERGED with count <= 0 */
 #define REFUSED(s) (((s) & DYING) || (((s) & MERGED) && CNT(s) <= 0))
 
@@ -368,6 +383,9 @@ byte gonem;             /* bit t: mutator t left the registry */
 byte online;            /* bit t: thread t registered and online */
 byte gp_need;           /* the collector's grace period: mutators still to pass */
 byte mem[NO];           /* LIVE, FREED, RECLAIMED */
+bit  dfr[NO];           /* gc_bits DEFERRED: freed memory waits for a grace period */
+byte cbuf;              /* bit o: o is named by a root buffer entry the collector
+                           has yet to take (its memory waits for the consumer) */
 byte gpw[NO];           /* threads that must pass a quiescent state before reclaim */
 /* ghosts */
 byte hold[4 * NO];      /* references held by thread t (collector: its pins) */
@@ -420,11 +438,14 @@ inline release(o)
     }
 }
 
+/* rcgc__dispose -> rcgc__free_memory: at once unless DEFERRED (object.c),
+   or a root buffer entry still names it (then its consumer frees it: here,
+   after a grace period, later still). */
 inline dispose(o)
 {
     atomic {      /* atomic: spin 6.5 refuses a d_step as the target of a break */
         gpw[o] = online;
-        mem[o] = (online == 0 -> RECLAIMED : FREED)
+        mem[o] = ((online == 0 || (!dfr[o] && !(cbuf & BIT(o)))) -> RECLAIMED : FREED)
     }
 }
 
@@ -474,7 +495,11 @@ inline merge_counts(o, extra)
 /* rcgc__queue_to_owner(h, owner_tid(owner)) after this thread's QUEUED CAS. */
 inline queue_to_owner(o)
 {
+#ifndef BUG_NO_DEFER_QUEUE
+    d_step { TOUCH(o); dfr[o] = 1; q_t = OWNER_TID(ow[o]) }   /* rcgc__defer_memory */
+#else
     d_step { TOUCH(o); q_t = OWNER_TID(ow[o]) }
+#endif
     /* the bucket lock; a push is the whole critical section */
     atomic {
         lk[q_t] == 0 ->
@@ -543,12 +568,11 @@ inline decref_shared(o)
     fi
 }
 
-/* The inline decrement of an object that reads merged in the owner word
-   (biased.h: one fetch_sub; C takes it only for an object that needs no
-   buffering, which is not modelled: either form may run) and
-   rcgc__decref_merged_done: nothing after the RMW but the release at
-   MERGED count 1 without DYING; no DIRTY.  A9: the word it replaced is
-   merged, or mid-merge with nothing left to do. */
+/* The inline decrement by fetch_sub (biased.h) and rcgc__decref_sub_done:
+   the release at MERGED count 1 without DYING; at an unmerged, unqueued
+   count <= 0 the word is OWING and this thread makes the queue entry
+   (owe); no DIRTY.  A9: chosen because the owner word read tid 0, it
+   replaces a merged word, or one mid-merge with nothing left to do. */
 inline decref_fetch_sub(o)
 {
     d_step {
@@ -557,15 +581,47 @@ inline decref_fetch_sub(o)
         I2(o, d_s);
         sh[o] = d_s - ONE;
         d_c = CNT(d_s);
-        assert((d_s & MERGED) || d_c > 0 || (d_s & QUEUED));   /* A9 */
+        assert(OWNER_TID(d_w) != 0 ||
+               (d_s & MERGED) || d_c > 0 || (d_s & QUEUED));   /* A9 */
         assert(!(d_s & MERGED) || d_c > 0);                    /* A4 */
-        d_act = (((d_s & MERGED) && d_c == 1 && !(d_s & DYING)) -> 1 : 0);
+        if
+        :: (d_s & MERGED) && d_c == 1 && !(d_s & DYING) -> d_act = 1
+        :: !(d_s & (MERGED | QUEUED)) && d_c <= 0 -> d_act = 2
+        :: else -> d_act = 0
+        fi;
         d_s = 0; d_c = 0
     }
     if
     :: d_act == 1 -> release(o)
+    :: d_act == 2 -> owe(o)
     :: else
     fi
+}
+
+/* rcgc__decref_sub_done's CAS loop for an OWING word, at its successful
+   CAS: unless QUEUED or MERGED by now, count + 1 and QUEUED (the entry
+   carries the reference: I3), then queue_to_owner.  Its first access may
+   come after another thread's entry was merged and the object released:
+   A3 checks that the memory is still there. */
+inline owe(o)
+{
+    d_step {
+        TOUCH(o);
+        d_s = sh[o];
+        I2(o, d_s);
+        if
+        :: (d_s & (QUEUED | MERGED)) -> d_act = 0
+        :: else -> sh[o] = (d_s + ONE) | QUEUED | CARRY(d_s); d_act = 2
+        fi;
+#ifdef PROBE_OWE
+        assert(d_act != 2);
+#endif
+#ifdef PROBE_OWE_LATE
+        assert(d_act != 0);
+#endif
+        d_s = 0
+    }
+    if :: d_act == 2 -> queue_to_owner(o) :: else fi
 }
 
 /* rcgc_decref(o): drops one reference this thread holds (the ghost count
@@ -583,10 +639,14 @@ inline rcgc_decref(o)
        if :: d_l > 1 :: else -> decref_owner_last(o) fi
     :: else ->
        if
-       :: decref_shared(o)
-#ifndef NO_FETCH_SUB
-       :: OWNER_TID(d_w) == 0 -> decref_fetch_sub(o)
-#endif
+       :: OWNER_TID(d_w) == 0 ->
+          /* merged: the CAS for an object to be buffered (UNBUFFERED, not
+             modelled), else fetch_sub: either may run */
+          if
+          :: decref_shared(o)
+          :: decref_fetch_sub(o)
+          fi
+       :: else -> decref_fetch_sub(o)
        fi
     fi
 }
@@ -603,7 +663,11 @@ inline rcgc_incref(o)
        if
        :: (i_s & SCAN) -> d_step { TOUCH(o); sh[o] = sh[o] | DIRTY }   /* rcgc__incref_flagged */
        :: else
-       fi
+       fi;
+#ifndef BUG_HIDE_DEBT
+       /* rcgc__await_entry: we lifted an OWING word; wait for its entry */
+       if :: OWES(i_s) -> atomic { (sh[o] & (QUEUED | MERGED)) != 0 -> TOUCH(o) } :: else fi
+#endif
     fi
 }
 
@@ -617,16 +681,25 @@ inline try_incref(o)
     if
     :: i_w == TIDW(me) -> rcgc_incref(o); t_ok = 1
     :: else ->
-       d_step {                                    /* the CAS loop */
-           TOUCH(o);
-           t_s = sh[o];
-           I2(o, t_s);
-           if
-           :: REFUSED(t_s) -> t_ok = 0
-           :: else -> sh[o] = (t_s + ONE) | CARRY(t_s); hold[me*NO+o]++; t_ok = 1
-           fi;
-           t_s = 0
-       }
+       do
+       :: d_step {                                 /* the CAS loop */
+              TOUCH(o);
+              t_s = sh[o];
+              I2(o, t_s);
+              if
+              :: REFUSED(t_s) -> t_ok = 0
+#ifndef BUG_HIDE_DEBT
+              :: !REFUSED(t_s) && OWES(t_s) -> t_ok = 2      /* rcgc__await_entry first */
+#endif
+              :: else -> sh[o] = (t_s + ONE) | CARRY(t_s); hold[me*NO+o]++; t_ok = 1
+              fi;
+              t_s = 0
+          }
+          if
+          :: t_ok == 2 -> atomic { (sh[o] & (QUEUED | MERGED)) != 0 -> TOUCH(o) }
+          :: else -> break
+          fi
+       od
     fi
 }
 
@@ -705,7 +778,8 @@ inline ref_store(o, j, v)
         TOUCH(o);
         x_old = slot[o*NS+j]; slot[o*NS+j] = v;
         if :: v != 0 -> hold[me*NO+v-1]-- :: else fi;        /* now the slot's */
-        if :: x_old != 0 -> hold[me*NO+x_old-1]++ :: else fi /* now ours to drop */
+        if :: x_old != 0 -> hold[me*NO+x_old-1]++; dfr[x_old-1] = 1 :: else fi
+                                              /* now ours to drop; DEFERRED */
     }
     if :: x_old != 0 -> x_v = x_old - 1; rcgc_decref(x_v) :: else fi;
     x_v = 0; x_old = 0
@@ -738,7 +812,7 @@ inline ref_exchange(o, j, v)
            :: slot[o*NS+j] == x_old ->
               slot[o*NS+j] = v; x_ok = 1;
               if :: v != 0 -> hold[me*NO+v-1]-- :: else fi;
-              if :: x_old != 0 -> hold[me*NO+x_old-1]++ :: else fi
+              if :: x_old != 0 -> hold[me*NO+x_old-1]++; dfr[x_old-1] = 1 :: else fi
            :: else -> x_old = slot[o*NS+j]; x_ok = 0
            fi
        }
@@ -852,7 +926,7 @@ inline detach()
 #define TEMPS \
     byte d_w, d_l, d_act; bit d_ok; int d_s, d_n, d_c; \
     byte m_l; bit m_ok; int m_s, m_n, m_c; \
-    byte i_w; int i_s; bit t_ok, t_done; int t_s; \
+    byte i_w; int i_s; byte t_ok; bit t_done; int t_s; \
     byte q_t, q_list, q_o; \
     byte rel, r_o, r_j, r_c; bit r_d; \
     byte l_p, l_q, l_x, l_v; int l_d; \
@@ -953,6 +1027,11 @@ inline take(c)
     fi
 }
 
+#ifndef BUG_OWING_COUNTED
+#define OWES_COUNTED(s) OWES(s)         /* an OWING member is external */
+#else
+#define OWES_COUNTED(s) 0
+#endif
 #ifdef BUG_NO_PIN
 #define PIN 0
 #else
@@ -967,7 +1046,8 @@ inline take(c)
     :: (c_mb & BIT(m)) -> \
        if \
        :: (c_ss[m] & DYING) -> c_crc[m] = BIG \
-       :: !(c_ss[m] & DYING) && (c_ss[m] & (QUEUED | DIRTY)) -> c_crc[m] = BIG; c_fate[m] = F_RETRY \
+       :: !(c_ss[m] & DYING) && ((c_ss[m] & (QUEUED | DIRTY)) || OWES_COUNTED(c_ss[m])) -> \
+          c_crc[m] = BIG; c_fate[m] = F_RETRY \
        :: else -> c_crc[m] = CNT(c_ss[m]) + ((c_ss[m] & MERGED) -> 0 : c_ll[m]) - PIN \
        fi \
     :: else \
@@ -1061,6 +1141,7 @@ inline collect()
     :: c_i < NO -> if :: (c_cand & BIT(c_i)) -> c_c = c_i; take(c_c) :: else fi; c_i++
     :: else -> break
     od;
+    cbuf = 0;          /* the entries are consumed */
     /* 2. mark */
     c_i = 0;
     do
@@ -1268,7 +1349,8 @@ proctype collector()
            :: !dead[1] -> c_cand = BIT(1)
            :: !dead[2] -> c_cand = BIT(2)
            :: else -> c_cand = 0
-           fi
+           fi;
+           cbuf = c_cand
        }
        collect();
        /* rcgc_safepoint, then rcgc_blocking_begin: offline while idle */
@@ -1285,6 +1367,7 @@ proctype collector()
     atomic {
         online = online | BIT(me);
         c_cand = (dead[0] -> 0 : 1) | (dead[1] -> 0 : 2) | (dead[2] -> 0 : 4);
+        cbuf = c_cand;
         c_last = 1
     }
     collect();
