@@ -32,31 +32,44 @@
  * do race a thread's exit, so a non-owner merging for a gone owner is
  * covered, but not concurrently with a collection.
  *
- * Configurations checked in CI (run_model.sh; bitstate, 2^32 bits):
- *   real           K1 = K2 = 1, all kinds: ~48 M states (0 errors; before
+ * Configurations checked in CI (run_model.sh; bitstate, 2^32 bits; the
+ * figures are with every decrement by fetch_sub and memory freed at once
+ * unless DEFERRED, the earlier ones in parentheses):
+ *   real           K1 = K2 = 1, all kinds: ~50 M states (0 errors; ~48 M
+ *                  before; before
  *                  merged decrements by fetch_sub, the same configuration
  *                  exhaustively, -DCOLLAPSE: 47,104,210 states, 0 errors)
- *   real_exchange  K1 = 2, K2 = 1, exchanges only: ~87 M states (0 errors;
+ *   real_exchange  K1 = 2, K2 = 1, exchanges only: ~93 M states (0 errors;
+ *                  ~87 M before;
  *                  before merged decrements by fetch_sub, exhaustively
  *                  86,973,232 states, 0 errors)
  *   weak           K1 = 2, K2 = 1, decrements and weak upgrades (OPS 17), a
- *                  weak reference to o0: ~13 M states (0 errors; to o2,
+ *                  weak reference to o0: ~12 M states (0 errors; to o2,
  *                  -DWEAK=3: ~13 M; K1 = 1, K2 = 2: ~6 M)
  *   weak_all       K1 = K2 = 1, every kind (OPS 31), a weak reference to
- *                  o0: ~57 M states (0 errors)
+ *                  o0: ~60 M states (0 errors; ~57 M before)
  *   real_rounds    K1 = K2 = 1, all kinds, NCOLL = 2: two collections one
  *                  after the other beside the mutators, each from its own
  *                  candidate, the second finding what the first left
  *                  (unflagged survivors, un-DYINGed components, frees whose
  *                  memory waits for a grace period), as a collection's
- *                  rounds do: ~116 M states, hash factor 37 (0 errors)
+ *                  rounds do: ~122 M states, hash factor 35 (0 errors;
+ *                  ~116 M before)
  *   real_truncate  K1 = K2 = 1, all kinds, -DTRUNCATE: the concurrent
  *                  collection's marking may leave any target it reaches
  *                  unexamined, as a background collection's budget or a
  *                  frozen object does ("Bounded marking", rcgc_freeze): it
  *                  is then outside, its references external; the final
- *                  collection marks everything: ~83 M states, hash
- *                  factor 52 (0 errors)
+ *                  collection marks everything: ~86 M states, hash
+ *                  factor 50 (0 errors; ~83 M before)
+ *   owing          K1 = K2 = 1, decrements and stores (OPS 5), -DHEAP_OWING:
+ *                  o0.s0's reference to o2 was stored by T2 and T1 holds
+ *                  o2 too, both counted in T2's local count, so drops of
+ *                  them by T1 and by the collector go below zero (OWING),
+ *                  at times two at once: ~61 M states (0 errors)
+ *   owing_drops    the same heap, K1 = 2, K2 = 1, decrements only (OPS 1):
+ *                  T1 drops o2 and o0 while the collection runs: ~9.1 M
+ *                  states (0 errors)
  * Every seeded bug below is run at the configuration named with it.
  *
  * Encoding (follows include/rcgc/biased.h):
@@ -314,7 +327,39 @@
  *                      case_dying_not_dead catches it deterministically.
  *                      run_model.sh weak_null_on_dying expects 0 errors and
  *                      is not a ctest.
+ *   BUG_NO_DEFER_QUEUE (owing) rcgc__queue_to_owner does not make the object
+ *                      DEFERRED (rule 1 of refcount.c's "Decrements by
+ *                      fetch_sub").  Trail: two decrements by fetch_sub
+ *                      leave o2's word OWING; the first thread to its CAS
+ *                      makes the entry, the merge finds the count at zero
+ *                      and the object's memory goes back at once; the other
+ *                      thread's CAS then reads reclaimed memory (A3).
+ *   BUG_OWING_COUNTED  (owing_drops) the collector counts an OWING member's
+ *                      word as it reads (rule 3).  Trail: T1's drop of o2 (a
+ *                      reference in T2's local count) leaves the word OWING,
+ *                      and T1 stops before its CAS; T1 and T2 let go of the
+ *                      rest, and the collection reads o2's word as it is:
+ *                      o0 and o2, pointing at each other, count as garbage,
+ *                      pass the Delta-test and are freed; T1's CAS then
+ *                      makes an entry for a freed object, whose memory is
+ *                      gone (A3).
+ *   BUG_HIDE_DEBT      (owing) increments do not wait for an OWING word's
+ *                      entry (rule 2).  NOT caught here: both harms need a
+ *                      reference taken over the debt to go back through the
+ *                      owner's local count, or a garbage component around
+ *                      the object while its debtor is preempted, more
+ *                      operations than this configuration has; test_owing
+ *                      checks each wait deterministically (with the waits
+ *                      removed, its collection frees the OWING object).
+ *                      run_model.sh hide_debt expects 0 errors and is not a
+ *                      ctest.
  *   Any bug's configuration can be changed with -D on the spin command line.
+ *
+ * Reachability probes: -DPROBE_OWE fails at the first CAS that makes an
+ * OWING word's entry, -DPROBE_OWE_LATE at the first that finds another
+ * thread's entry already made (two debts at once); in the owing
+ * configuration both are reached (31 k and 261 k states), in real only
+ * the first.
  */
 
 #ifndef K
@@ -1382,7 +1427,14 @@ init {
            o0.s0 -> o2 (T1's store: shared), o2.s0 -> o0 (T2's store: shared). */
         ow[0] = TIDW(1); lc[0] = 1; sh[0] = ONE;
         ow[1] = TIDW(1); lc[1] = 1; sh[1] = 0;
+#ifndef HEAP_OWING
         ow[2] = TIDW(2); lc[2] = 1; sh[2] = ONE;
+#else
+        /* o0.s0's reference to o2 was stored by T2, and T2 handed T1 a
+           reference of its own: both counted in T2's local count, so
+           T1's drops of them go below zero */
+        ow[2] = TIDW(2); lc[2] = 3; sh[2] = 0; hold[1*NO+2] = 1;
+#endif
         slot[0*NS+0] = 3;
         slot[2*NS+0] = 1;
         hold[1*NO+0] = 1; hold[1*NO+1] = 1; hold[2*NO+2] = 1;
