@@ -404,10 +404,12 @@ void rcgc__decref_shared_slow(void *obj)
  *
  * A word is OWING for the few instructions between the fetch_sub and the
  * CAS, or longer if the thread is preempted there.  Three rules make that
- * safe (tests/model/rcgc.pml checks them; the first try without rules 1
- * and 2, in the ninth session, freed objects under a debtor at once:
- * stress_lastref's gone_local mode, two non-owners dropping references
- * counted in a gone owner's local count).
+ * safe (tests/model/rcgc.pml checks the protocol with them and catches a
+ * break of rule 1 or 3; tests/test_owing.c checks the waits of rule 2.
+ * The first try, in the ninth session, had neither rule 1 nor rule 2 and
+ * freed objects under a debtor at once: stress_lastref's gone_local mode,
+ * two non-owners dropping references counted in a gone owner's local
+ * count).
  *
  *  1. An OWING object is not freed, and a queued one is freed late.  Every
  *     free is decided by an RMW that produces MERGED 0, after a merge, or
@@ -415,7 +417,7 @@ void rcgc__decref_shared_slow(void *obj)
  *     0.  An OWING word is below zero; no merge comes from a queue entry
  *     while there is none; and the owner at its last local reference holds
  *     a reference of its own, so local 1 + shared >= 1 and the word is not
- *     below zero.  Once another thread queues the object (its decrement went
+ *     below zero (nor is a debt hidden in it: rule 2).  Once another thread queues the object (its decrement went
  *     below zero too), the entry's merge may free it while we have yet to
  *     read the word again: every queued object is DEFERRED
  *     (rcgc__queue_to_owner), so its memory waits for a grace period, and we
