@@ -358,8 +358,8 @@
  * Reachability probes: -DPROBE_OWE fails at the first CAS that makes an
  * OWING word's entry, -DPROBE_OWE_LATE at the first that finds another
  * thread's entry already made (two debts at once); in the owing
- * configuration both are reached (31 k and 261 k states), in real only
- * the first.
+ * configuration both are reached (after 162 and 261 k states), in real
+ * only the first (after 31 k).
  */
 
 #ifndef K
