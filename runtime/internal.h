@@ -262,7 +262,7 @@ void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, te
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, free */
 void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out of the registry */
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
-void rcgc__defer_memory(rcgc__header *h);   /* DEFERRED: freed after a grace period */
+void rcgc__defer_memory(void *obj);   /* DEFERRED: freed after a grace period; NULL: nothing */
 
 /* ---- weakref.c --------------------------------------------------------- */
 /* h is dying (count zero, or DYING garbage) and rcgc__has_weakrefs (the

@@ -109,8 +109,13 @@ const rcgc_type *rcgc_type_of(const void *obj)
     return rcgc__hdr(obj)->type;
 }
 
-void rcgc__defer_memory(rcgc__header *h)
+void rcgc__defer_memory(void *obj)
 {
+    rcgc__header *h;
+
+    if (obj == NULL)
+        return;
+    h = rcgc__hdr(obj);
     /* Relaxed: the caller holds a reference (the one a slot gave up, or
        the one a queue entry carries), and whoever later decides the free
        happens-after this, through the acq_rel count operations every

@@ -87,8 +87,7 @@ void rcgc_ref_store(rcgc_ref *slot, void *obj)
     /* acq_rel: release publishes obj (pairs with rcgc_ref_load); acquire
        orders our decrement of old after the store that put it there. */
     old = rcgc__slot_exchange_acq_rel(slot, obj);
-    if (old != NULL)
-        rcgc__defer_memory(rcgc__hdr(old));
+    rcgc__defer_memory(old);
     rcgc_decref(old);
 }
 
@@ -124,8 +123,7 @@ void *rcgc_ref_exchange(rcgc_ref *slot, void *obj)
     do {
         barrier(old);       /* old is in the slot: epoch-protected (QSBR) */
     } while (!rcgc__slot_cas_acq_rel(slot, &old, obj));
-    if (old != NULL)
-        rcgc__defer_memory(rcgc__hdr(old));
+    rcgc__defer_memory(old);
     return old;
 }
 
@@ -137,8 +135,7 @@ int rcgc_ref_compare_exchange(rcgc_ref *slot, void *expected, void *desired)
         return 0;
     rcgc_incref(desired);                 /* counted before anyone can load it */
     if (rcgc__slot_cas_acq_rel(slot, &seen, desired)) {
-        if (expected != NULL)
-            rcgc__defer_memory(rcgc__hdr(expected));
+        rcgc__defer_memory(expected);
         rcgc_decref(expected);            /* the slot's old reference */
         return 1;
     }

@@ -224,7 +224,7 @@ void rcgc__queue_to_owner(rcgc__header *h, uintptr_t owner_tid)
        QUEUED and may yet read the word once more: whoever frees the
        object after the entry's merge waits a grace period (refcount.c,
        "Decrements by fetch_sub"). */
-    rcgc__defer_memory(h);
+    rcgc__defer_memory(rcgc__body(h));
     pthread_mutex_lock(&b->lock);
     for (th = b->head; th != NULL; th = th->bucket_next)
         if (th->tid == owner_tid)
