@@ -19,7 +19,10 @@
  *            urcu_lock, for writing       (no call into liburcu's locks, and
  *                                          the reclaimer holds no list)
  *            rcgc__rt.lock, gc.lock, the registry's shard locks,
- *            the thread buckets' locks, the weak-reference stripes,
+ *            the weak-reference stripes, the thread buckets' locks
+ *                                         (an upgrade under its stripe's
+ *                                          lock may queue the object to
+ *                                          its owner: refcount.c, rule 2),
  *            the reclaimer's lock, the central pool's, the quarantine's.
  *          Every structure of the runtime is then whole, and no thread of
  *          the runtime is inside liburcu's registry or grace-period code.
@@ -79,8 +82,8 @@ static void fork_prepare(void)
     rcgc__epoch_fork_outer(RCGC__FORK_PREPARE);
     pthread_mutex_lock(&rcgc__rt.lock);
     rcgc__collector_fork_inner(RCGC__FORK_PREPARE);
-    rcgc__threads_fork(RCGC__FORK_PREPARE);
     rcgc__weakrefs_fork(RCGC__FORK_PREPARE);
+    rcgc__threads_fork(RCGC__FORK_PREPARE);
     rcgc__epoch_fork_inner(RCGC__FORK_PREPARE);
     rcgc__mem_fork(RCGC__FORK_PREPARE);
     rcgc__quarantine_fork(RCGC__FORK_PREPARE);
@@ -91,8 +94,8 @@ static void let_go(enum rcgc__fork_step step)
     rcgc__quarantine_fork(step);
     rcgc__mem_fork(step);
     rcgc__epoch_fork_inner(step);
-    rcgc__weakrefs_fork(step);
     rcgc__threads_fork(step);
+    rcgc__weakrefs_fork(step);
     rcgc__collector_fork_inner(step);
     pthread_mutex_unlock(&rcgc__rt.lock);
     rcgc__epoch_fork_outer(step);

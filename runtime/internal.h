@@ -244,14 +244,14 @@ static inline bool rcgc__shared_is_dead(intptr_t s)
 /* Unmerged, not queued, not immortal, and below zero: a non-owner's
    decrement by fetch_sub found the count at zero or less and has yet to
    queue the object (refcount.c, "Decrements by fetch_sub").  An increment
-   must not hide this (rcgc__await_entry), and the collector counts such a
-   member as externally referenced. */
+   must not hide this (it makes the entry itself: rcgc__settle_debt), and
+   the collector counts such a member as externally referenced. */
 static inline bool rcgc__shared_owes(intptr_t s)
 {
     return !(s & (RCGC__SHARED_QUEUED | RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL)) &&
            s < 0;
 }
-void     rcgc__await_entry(rcgc__header *h);
+void     rcgc__settle_debt(rcgc__header *h);
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
 void     rcgc__merge_queued(rcgc__header *h);
 bool     rcgc__try_incref(rcgc__header *h);

@@ -116,6 +116,12 @@ static inline uintptr_t owner_tid(uintptr_t owner)
     return owner & ~RCGC__OWNER_FLAGS;
 }
 
+/* The flags a count change carries forward: DIRTY joins SCAN (collector.c). */
+static inline intptr_t carry_flags(intptr_t s)
+{
+    return (s & RCGC__SHARED_SCAN) ? RCGC__SHARED_DIRTY : 0;
+}
+
 /* Owner increment at UINT32_MAX: spill half into the shared count. */
 void rcgc__incref_owner_spill(void *obj)
 {
@@ -127,31 +133,36 @@ void rcgc__incref_owner_spill(void *obj)
                                         (intptr_t)RCGC__LOCAL_SPILL * RCGC__SHARED_ONE);
     rcgc__u32_store_relaxed(&h->ref_local, UINT32_MAX - RCGC__LOCAL_SPILL + 1);
     if (rcgc__shared_owes(old))
-        rcgc__await_entry(h);     /* we lifted a debt above zero */
+        rcgc__settle_debt(h);     /* we lifted a debt */
     if (old + (intptr_t)RCGC__LOCAL_SPILL * RCGC__SHARED_ONE >= RCGC__SHARED_SATURATE)
         rcgc__incref_saturate(obj);
 }
 
 /*
- * An increment found an OWING word (rcgc__shared_owes): a decrement by
- * fetch_sub went below zero and its thread has yet to queue the object.
- * Wait until someone has (or the word is merged or immortal), so that no
- * increment hides the debt ("Decrements by fetch_sub", rule 2).  The
- * debtor is a few instructions from its CAS and waits for nothing on the
- * way there, so this is bounded by its scheduling; yield when it is not
- * running.
+ * An increment by fetch_add lifted an OWING word (rcgc__shared_owes): a
+ * decrement by fetch_sub had gone below zero and its thread has yet to
+ * make the queue entry.  We make it, as a second debtor would ("Decrements
+ * by fetch_sub", rule 2): our CAS adds one reference back and sets QUEUED,
+ * the entry carries that reference, and the debtor's own CAS, when it
+ * comes, finds QUEUED and stands.  Until then our fetch_add has hidden the
+ * debt (the word may read 0 or more), so we return only once the entry
+ * exists, holding the reference we took; and no merge can have cleared
+ * the owner word meanwhile (I2): an owner merges only at its last local
+ * reference, which a debt and our reference keep it from reaching, or at
+ * an entry, which no one has made.  No wait: the debtor may be preempted,
+ * or gone (a fork copies only the forking thread).
  */
-void rcgc__await_entry(rcgc__header *h)
+void rcgc__settle_debt(rcgc__header *h)
 {
-    for (unsigned spins = 0;
-         !(rcgc__sword_load_acquire(&h->ref_shared) &
-           (RCGC__SHARED_QUEUED | RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL));
-         spins++) {
-        if (spins < 64)
-            rcgc__cpu_relax();
-        else
-            sched_yield();
-    }
+    intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
+
+    do {
+        if (s & (RCGC__SHARED_QUEUED | RCGC__SHARED_MERGED | RCGC__SHARED_IMMORTAL))
+            return;            /* the debtor, or another, made the entry */
+    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                      (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
+                                          carry_flags(s)));
+    rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
 }
 
 /* The shared count reached the saturation bound: clamp it and make the
@@ -172,8 +183,8 @@ void rcgc__incref_saturate(void *obj)
 /* An increment by a non-owner found SCAN, the saturation bound or a count
    below zero in the word it returned.  DIRTY comes after the count change
    here; the collector's Delta-test compares the whole word, so it sees
-   either.  Below zero is nothing once queued; OWING, we wait for the
-   entry, holding the reference we just took. */
+   either.  Below zero is nothing once queued; OWING, we make the entry
+   (rcgc__settle_debt), holding the reference we just took. */
 void rcgc__incref_flagged(void *obj, intptr_t old)
 {
     rcgc__header *h = rcgc__hdr(obj);
@@ -181,15 +192,9 @@ void rcgc__incref_flagged(void *obj, intptr_t old)
     if (old & RCGC__SHARED_SCAN)
         rcgc__sword_fetch_or_acq_rel(&h->ref_shared, RCGC__SHARED_DIRTY);
     if (rcgc__shared_owes(old))
-        rcgc__await_entry(h);
+        rcgc__settle_debt(h);
     else if (old >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
         rcgc__incref_saturate(obj);
-}
-
-/* The flags a count change carries forward: DIRTY joins SCAN (collector.c). */
-static inline intptr_t carry_flags(intptr_t s)
-{
-    return (s & RCGC__SHARED_SCAN) ? RCGC__SHARED_DIRTY : 0;
 }
 
 /*
@@ -405,7 +410,7 @@ void rcgc__decref_shared_slow(void *obj)
  * A word is OWING for the few instructions between the fetch_sub and the
  * CAS, or longer if the thread is preempted there.  Three rules make that
  * safe (tests/model/rcgc.pml checks the protocol with them and catches a
- * break of rule 1 or 3; tests/test_owing.c checks the waits of rule 2.
+ * break of rule 1 or 3; tests/test_owing.c checks the entries of rule 2.
  * The first try, in the ninth session, had neither rule 1 nor rule 2 and
  * freed objects under a debtor at once: stress_lastref's gone_local mode,
  * two non-owners dropping references counted in a gone owner's local
@@ -417,21 +422,29 @@ void rcgc__decref_shared_slow(void *obj)
  *     0.  An OWING word is below zero; no merge comes from a queue entry
  *     while there is none; and the owner at its last local reference holds
  *     a reference of its own, so local 1 + shared >= 1 and the word is not
- *     below zero (nor is a debt hidden in it: rule 2).  Once another thread queues the object (its decrement went
- *     below zero too), the entry's merge may free it while we have yet to
+ *     below zero (nor is a debt hidden in it: rule 2).  Once another
+ *     thread queues the object (its decrement went below zero too, or it
+ *     incremented: rule 2), the entry's merge may free it while we have yet to
  *     read the word again: every queued object is DEFERRED
  *     (rcgc__queue_to_owner), so its memory waits for a grace period, and we
  *     are inside our read section (no quiescent state in a decrement); we
  *     read MERGED and stop.
- *  2. No increment hides a debt.  An increment that lifted an OWING word
- *     (a fetch_add: the inline path's unsigned compare catches below zero)
- *     waits, holding its new reference, until the entry is made
- *     (rcgc__await_entry); one by CAS (rcgc__try_incref, rcgc__pin_flag)
- *     waits before it increments.  Otherwise an increment could lift the
- *     count to 0, its reference go back through the owner's local count,
- *     and the owner free an unflagged 0 at once under us; or a collection
- *     could read a count that looks settled, find the object garbage and
- *     free it while we are still to queue it.
+ *  2. No increment hides a debt: one that meets an OWING word makes the
+ *     entry itself, as a second debtor would, and we find QUEUED at our
+ *     CAS.  An increment by fetch_add (the inline path's unsigned compare
+ *     catches below zero) makes it before it returns, holding its new
+ *     reference (rcgc__settle_debt); one by CAS (rcgc__try_incref,
+ *     rcgc__pin_flag) takes its reference and sets QUEUED in one CAS, then
+ *     queues the object.  Otherwise an increment could lift the count to
+ *     0, its reference go back through the owner's local count, and the
+ *     owner free an unflagged 0 at once under us; or a collection could
+ *     read a count that looks settled, find the object garbage and free it
+ *     while we are still to queue it.  While the incrementing thread is
+ *     between its fetch_add and its CAS, its references are counted and
+ *     cannot go anywhere, so neither can happen then.  No thread ever
+ *     waits for a debtor, which may be preempted, or gone in the child of
+ *     a fork (in the thirteenth session increments waited for it, and
+ *     a fork inside the window left them waiting forever).
  *  3. The collector counts an OWING member as externally referenced, as it
  *     does a QUEUED one (collector.c, step 4): it decides nothing about
  *     it in this collection.  A debt that starts after step 4 changes the
@@ -492,6 +505,16 @@ void rcgc__decref_sub_done(void *obj, intptr_t old)
     }
 }
 
+/* A try-increment's CAS found an OWING word, took its reference and set
+   QUEUED with the entry's: the entry, as rcgc__settle_debt makes it.  The
+   owner word is intact (I2, as there); should the owner be blocked or
+   gone, the merge on its behalf leaves our reference: nothing is freed
+   here. */
+static void make_entry(rcgc__header *h)
+{
+    rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+}
+
 /*
  * The increment of rcgc_ref_load: succeeds unless the object is dead
  * (merged with count 0).  The caller read the pointer from a slot inside
@@ -515,9 +538,14 @@ bool rcgc__try_incref(rcgc__header *h)
         if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
             return false;
         if (rcgc__shared_owes(s)) {
-            /* Never hide a debt ("Decrements by fetch_sub", rule 2). */
-            rcgc__await_entry(h);
-            s = rcgc__sword_load_relaxed(&h->ref_shared);
+            /* Never hide a debt ("Decrements by fetch_sub", rule 2): our
+               reference and the entry's in one CAS, then the entry. */
+            if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                        (s + 2 * RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
+                                            carry_flags(s))) {
+                make_entry(h);
+                return true;
+            }
             continue;
         }
         /* Acquire: pairs with the release decrements, so what we read of
@@ -556,8 +584,13 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
             if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
                 return false;
             if (rcgc__shared_owes(s)) {
-                rcgc__await_entry(h);      /* as in rcgc__try_incref */
-                s = rcgc__sword_load_relaxed(&h->ref_shared);
+                /* As in rcgc__try_incref: pin, flag and the entry. */
+                if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                            ((s + 2 * RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
+                                             RCGC__SHARED_SCAN) & ~RCGC__SHARED_DIRTY)) {
+                    make_entry(h);
+                    break;
+                }
                 continue;
             }
             /* acq_rel: acquire as in rcgc__try_incref; release orders the

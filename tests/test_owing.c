@@ -6,22 +6,27 @@
  * debtor by hand: the fetch_sub that the inline rcgc_decref would make,
  * then, later, rcgc__decref_sub_done with the word it replaced, which is
  * what the inline path calls next.  In between, other threads meet the
- * word:
+ * word, and none may wait for A (rule 2: an increment makes the entry
+ * itself, as a second debtor would; A could be preempted for long, or gone
+ * in the child of a fork):
  *
- *   inc      thread B's rcgc_incref (a fetch_add) lifts the word to 0 and
- *            must wait, holding its new reference, until the entry is made
- *            (rule 2: no increment hides a debt); then the counts add up,
- *            the object is queued once and DEFERRED (rule 1);
- *   load     B's rcgc_ref_load (a try-increment by CAS) must wait before it
- *            increments;
- *   collect  thread C's rcgc_collect must not pin the OWING member of a
- *            garbage self-cycle (the pin is a try-increment) nor free it
- *            while it is OWING; once the entry is made and merged, the
- *            cycle is collected.
+ *   inc      thread B's rcgc_incref (a fetch_add) lifts the word to 0: it
+ *            returns, holding its new reference, with the entry made (the
+ *            word QUEUED, the object queued to A once and DEFERRED: rule
+ *            1); A's own CAS then finds QUEUED and stands; the counts add
+ *            up, and A's merge frees the object once B lets go;
+ *   load     B's rcgc_ref_load (a try-increment by CAS) returns the object,
+ *            its reference and the entry's taken in one CAS;
+ *   collect  thread C's rcgc_collect meets the OWING member of a garbage
+ *            self-cycle: its pin takes its reference and makes the entry
+ *            in one CAS, and the member, QUEUED, is examined again (rule
+ *            3); once the entry is merged, the cycle is collected, once.
  *
- * Each wait is checked for WAIT_MS while A is off in a blocking region, so
- * a thread that did not wait would have finished.  Elsewhere A waits
- * online where its queue must stay as it is (a blocking region merges it).
+ * A hidden debt (an increment that neither waits nor makes the entry)
+ * fails the QUEUED checks; an increment that waits for A fails them on
+ * the timeout (RETURN_MS), after which A makes its CAS.  A waits online,
+ * as a debtor is until its CAS (its read section keeps a queued object's
+ * memory: rule 1); offline it would have its queue merged on its behalf.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -33,7 +38,7 @@
 #include "internal.h"
 #include "tap.h"
 
-#define WAIT_MS 100
+#define RETURN_MS 5000           /* a busy machine may be slow to run B */
 
 static const rcgc_options manual = { .manual = 1 };
 
@@ -128,16 +133,22 @@ static void peer_wait_online(peer *p, int done)
         sched_yield();
 }
 
-/* Sleeps ms offline; true if p finished nothing more meanwhile. */
-static bool peer_still_waiting(peer *p, int done_before, long ms)
+/* Polls cond online for up to RETURN_MS; true if it came true. */
+static bool within_return_ms(bool (*cond)(void *, int), void *arg, int n)
 {
-    struct timespec ts = { 0, ms * 1000000L };
+    struct timespec t0, t, nap = { 0, 100000L };
 
-    rcgc_blocking_begin();
-    nanosleep(&ts, NULL);
-    rcgc_blocking_end();
-    return peer_done(p) == done_before;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!cond(arg, n)) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L > RETURN_MS)
+            return false;
+        nanosleep(&nap, NULL);
+    }
+    return true;
 }
+
+static bool peer_past(void *p, int done) { return peer_done(p) > done; }
 
 /* The debtor's fetch_sub, as the inline rcgc_decref makes it: a tracked
    object not in a root buffer is buffered first. */
@@ -157,6 +168,12 @@ static intptr_t shared_word(void *obj)
     return shared;
 }
 
+static bool is_queued(void *obj, int unused)
+{
+    (void)unused;
+    return shared_word(obj) & RCGC__SHARED_QUEUED;
+}
+
 static void case_inc(peer *b)
 {
     int *c = rcgc_new(&cell_type);
@@ -171,28 +188,27 @@ static void case_inc(peer *b)
        (unsigned long)s);
     is_size(rcgc_refcount(c), 1, "inc: the count is already right: local 2 + shared -1");
 
+    /* B queues to A while A waits offline: blocked, A has its queue merged
+       on its behalf by the queuer, so A waits online here. */
     b->obj = c;
     done = peer_done(b);
     peer_ask(b, REQ_INCREF);
-    /* B's fetch_add lands first (a busy machine may be slow to run B). */
-    for (int i = 0; i < 5000 && shared_word(c) != 0; i++)
-        peer_still_waiting(b, done, 1);
-    s = shared_word(c);
-    ok(s == 0, "inc: B's fetch_add is in (the word reads 0), no entry yet (%#lx)",
-       (unsigned long)s);
-    ok(peer_still_waiting(b, done, WAIT_MS), "inc: B's increment waits while the word is OWING");
-    is_uint(n_finalized(), 0, "inc: nothing freed");
-
-    rcgc__decref_sub_done(c, old);  /* the debtor makes the entry */
-    peer_wait_online(b, done + 1);
+    (void)within_return_ms(peer_past, b, done);
+    ok(peer_done(b) > done, "inc: B's increment returns while A has yet to make the entry");
     s = shared_word(c);
     ok((s & RCGC__SHARED_QUEUED) && (s >> RCGC__SHARED_SHIFT) == 1,
-       "inc: QUEUED, shared count -1 + 1 (B) + 1 (the entry's reference) (%#lx)",
+       "inc: B made the entry: QUEUED, shared count -1 + 1 (B) + 1 (the entry's) (%#lx)",
        (unsigned long)s);
-    is_size(rcgc_refcount(c), 2, "inc: B holds two references");
     is_size(rcgc__test_queue_length(), 1, "inc: queued to A once");
     ok(rcgc__u32_load_relaxed(&rcgc__hdr(c)->gc_bits) & RCGC__GC_DEFERRED,
        "inc: a queued object's memory waits for a grace period (DEFERRED)");
+    is_uint(n_finalized(), 0, "inc: nothing freed");
+
+    rcgc__decref_sub_done(c, old);  /* the debtor's CAS finds QUEUED */
+    ok(shared_word(c) == s, "inc: A's late CAS finds the entry made and stands (%#lx)",
+       (unsigned long)shared_word(c));
+    is_size(rcgc__test_queue_length(), 1, "inc: still queued once");
+    is_size(rcgc_refcount(c), 2, "inc: B holds two references");
 
     peer_ask(b, REQ_DECREF2);
     peer_wait_online(b, done + 2);
@@ -205,7 +221,7 @@ static void case_inc(peer *b)
 static void case_load(peer *b)
 {
     int *c = rcgc_new(&cell_type);
-    intptr_t old;
+    intptr_t old, s;
     int done;
 
     TAP_REQUIRE(c != NULL, "rcgc_new");
@@ -214,12 +230,17 @@ static void case_load(peer *b)
     old = debt(c);
     done = peer_done(b);
     peer_ask(b, REQ_LOAD);
-    ok(peer_still_waiting(b, done, WAIT_MS), "load: B's rcgc_ref_load waits while the word is OWING");
-    ok(rcgc__shared_owes(shared_word(c)), "load: and has not incremented (still OWING)");
+    (void)within_return_ms(peer_past, b, done);
+    ok(peer_done(b) > done && b->loaded == c,
+       "load: B's rcgc_ref_load returns the object while A has yet to make the entry");
+    s = shared_word(c);
+    ok((s & RCGC__SHARED_QUEUED) && (s >> RCGC__SHARED_SHIFT) == 1,
+       "load: its CAS took its reference and set QUEUED: -1 + 1 (B) + 1 (the entry's) (%#lx)",
+       (unsigned long)s);
+    is_size(rcgc__test_queue_length(), 1, "load: queued to A once");
 
     rcgc__decref_sub_done(c, old);
-    peer_wait_online(b, done + 1);
-    ok(b->loaded == c, "load: B's load returns the object once the entry is made");
+    ok(shared_word(c) == s, "load: A's late CAS stands");
     is_size(rcgc_refcount(c), 2, "load: the slot's reference and B's");
     peer_ask(b, REQ_DECREF_LOADED);
     peer_wait_online(b, done + 2);
@@ -232,7 +253,7 @@ static void case_load(peer *b)
 static void case_collect(peer *cp)
 {
     node *n = rcgc_new(&node_type);
-    intptr_t old;
+    intptr_t old, s = 0;
     size_t collected;
     int done;
 
@@ -242,14 +263,22 @@ static void case_collect(peer *cp)
     old = debt(n);                /* A's reference goes: garbage, but OWING */
     done = peer_done(cp);
     peer_ask(cp, REQ_COLLECT);
-    ok(peer_still_waiting(cp, done, WAIT_MS),
-       "collect: C's collection waits rather than pin the OWING member");
-    is_uint(n_finalized(), 0, "collect: the OWING member is not freed");
+    /* A stays online, as a debtor does until its CAS (rule 1): C's
+       collection pins its roots before its grace period, which then waits
+       for A. */
+    (void)within_return_ms(is_queued, n, 0);
+    s = shared_word(n);
+    ok((s & RCGC__SHARED_QUEUED) && (s & RCGC__SHARED_SCAN) && (s >> RCGC__SHARED_SHIFT) == 1,
+       "collect: C's pin takes its reference and makes the entry, without waiting for A: "
+       "-1 + 1 (pin) + 1 (the entry's), QUEUED, SCAN (%#lx)", (unsigned long)s);
+    is_uint(n_finalized(), 0, "collect: nothing freed while A has yet to make its CAS");
+    rcgc__decref_sub_done(n, old);  /* stands */
+    ok(shared_word(n) == s, "collect: A's late CAS stands");
 
-    rcgc__decref_sub_done(n, old);
-    peer_wait(cp, done + 1);
-    /* C found the member QUEUED (external), or, if A's wait above merged
-       it first, a merged self-cycle: collected either way by now. */
+    peer_wait(cp, done + 1);      /* offline: C's grace period goes on */
+    /* The member was QUEUED at C's step 4, or merged on A's behalf with
+       DIRTY: examined again, and garbage once the entry is merged (in C's
+       collection already, or in this one). */
     rcgc_safepoint();
     collected = cp->collected + rcgc_collect();
     is_size(collected, 1, "collect: the self-cycle is collected once its entry is merged");
