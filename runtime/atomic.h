@@ -110,22 +110,14 @@ static inline void *rcgc__ptr_load_acquire(const rcgc__ptr *a)
 { return __atomic_load_n(&a->v, __ATOMIC_ACQUIRE); }
 static inline void rcgc__ptr_store_relaxed(rcgc__ptr *a, void *p)
 { __atomic_store_n(&a->v, p, __ATOMIC_RELAXED); }
+static inline void rcgc__ptr_store_release(rcgc__ptr *a, void *p)
+{ __atomic_store_n(&a->v, p, __ATOMIC_RELEASE); }
 static inline void *rcgc__ptr_exchange_seq_cst(rcgc__ptr *a, void *p)
 { return __atomic_exchange_n(&a->v, p, __ATOMIC_SEQ_CST); }
 static inline bool rcgc__ptr_cas_seq_cst(rcgc__ptr *a, void **expected, void *desired)
 {
     return __atomic_compare_exchange_n(&a->v, expected, desired, 0,
                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-}
-
-/* A spin-wait's pause: tells the core it spins (x86 PAUSE, arm64 YIELD). */
-static inline void rcgc__cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
 }
 
 #endif /* RCGC_ATOMIC_H */

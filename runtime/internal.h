@@ -375,6 +375,9 @@ void      rcgc__test_roots_fail(bool fail);
 /* While set, a thread that takes part of the chunk pool finds a chunk
    pushed between its take and its give-back (collector.c, pool_take). */
 void      rcgc__test_pool_race(bool race);
+/* fn(arg), or nothing (fn NULL), on the collecting thread between each
+   round's grace period and its step 4 (reading the counts). */
+void      rcgc__test_before_count(void (*fn)(void *), void *arg);
 /* fork's prepare and parent handlers, without a fork. */
 void      rcgc__test_fork_handlers(void);
 

@@ -20,7 +20,12 @@
  *   collect  thread C's rcgc_collect meets the OWING member of a garbage
  *            self-cycle: its pin takes its reference and makes the entry
  *            in one CAS, and the member, QUEUED, is examined again (rule
- *            3); once the entry is merged, the cycle is collected, once.
+ *            3); once the entry is merged, the cycle is collected, once;
+ *   count    a collection reads a member's word after C's drop has left it
+ *            OWING (a test hook between the grace period and step 4, on A's
+ *            own collection): the member counts as referenced from outside
+ *            (rule 3), though its count, read as it is, would make its
+ *            self-cycle garbage.
  *
  * A hidden debt (an increment that neither waits nor makes the entry)
  * fails the QUEUED checks; an increment that waits for A fails them on
@@ -285,6 +290,56 @@ static void case_collect(peer *cp)
     is_uint(n_finalized(), 1, "collect: finalized once");
 }
 
+/* The hook of case_count: C's drop of its reference, on the collecting
+   thread after the round's grace period, just before step 4 reads the
+   counts. */
+static intptr_t count_old;
+static int      count_hooked;
+
+static void drop_before_count(void *obj)
+{
+    if (count_hooked++ == 0)
+        count_old = __atomic_fetch_sub(&rcgc__hdr(obj)->ref_shared.v, RCGC__SHARED_ONE,
+                                       __ATOMIC_RELEASE);
+}
+
+static void case_count(void)
+{
+    node *n = rcgc_new(&node_type);
+    intptr_t s;
+
+    TAP_REQUIRE(n != NULL, "rcgc_new");
+    __atomic_store_n(&finalized, 0, __ATOMIC_RELAXED);
+    rcgc_ref_store(&n->next, n);  /* a self-cycle: local 2 */
+    rcgc_incref(n);               /* local 3: a reference A gives to C */
+    rcgc_decref(n);               /* A lets go (local 2): a candidate root */
+
+    /* A collects (manual: on this thread), so its pin goes to the local
+       count and the shared word reads 0 | SCAN when C lets go of the
+       reference: -1, OWING, with C's CAS still to come.  Counted as read,
+       the member's count would be -1 + 2 + 1 (pin) - 1 (pin) = 1, all of
+       it from its own slot: garbage, and the Delta-test would pass and
+       free it under C (rule 3). */
+    rcgc__test_before_count(drop_before_count, n);
+    is_size(rcgc_collect(), 0, "count: a collection that reads an OWING member frees nothing");
+    rcgc__test_before_count(NULL, NULL);
+    ok(count_hooked >= 1, "count: C's drop came between a grace period and step 4");
+    ok((count_old & RCGC__SHARED_SCAN) && (count_old >> RCGC__SHARED_SHIFT) == 0,
+       "count: the word C's fetch_sub replaced was 0 | SCAN, unmerged (%#lx)",
+       (unsigned long)count_old);
+    is_uint(n_finalized(), 0, "count: the OWING member is not finalized");
+    s = shared_word(n);
+    ok(rcgc__shared_owes(s), "count: still OWING after the collection (%#lx)", (unsigned long)s);
+
+    rcgc__decref_sub_done(n, count_old);  /* C's CAS: the entry */
+    s = shared_word(n);
+    ok((s & RCGC__SHARED_QUEUED) && (s >> RCGC__SHARED_SHIFT) == 0,
+       "count: C's CAS makes the entry (%#lx)", (unsigned long)s);
+    rcgc_safepoint();             /* A merges: 2 + 0 - 1 = 1, its slot's */
+    is_size(rcgc_collect(), 1, "count: collected once the entry is merged");
+    is_uint(n_finalized(), 1, "count: finalized once");
+}
+
 int main(void)
 {
     peer b = { 0 }, c = { 0 };
@@ -296,6 +351,7 @@ int main(void)
     case_inc(&b);
     case_load(&b);
     case_collect(&c);
+    case_count();
 
     peer_ask(&b, REQ_EXIT);
     peer_ask(&c, REQ_EXIT);

@@ -90,8 +90,9 @@
  *                      -> local + 1 (relaxed load, relaxed store: two steps
  *                      after the owner-word load); else fetch_add on shared,
  *                      and rcgc__incref_flagged: fetch_or DIRTY if SCAN;
- *                      if the word it replaced was OWING, rcgc__await_entry
- *                      (blocks until the word is QUEUED or MERGED).
+ *                      if the word it replaced was OWING, settle_debt
+ *                      (rcgc__settle_debt: the entry's CAS, as owe, then
+ *                      queue_to_owner).
  *   rcgc_decref        biased.h rcgc_decref: owner word == tid -> local - 1,
  *                      or rcgc__decref_owner_last at local <= 1; owner word
  *                      tid 0 (merged) -> decref_fetch_sub or the CAS (the
@@ -123,8 +124,9 @@
  *   merge_queued       refcount.c rcgc__merge_queued (drain of a queue entry).
  *   try_incref         refcount.c rcgc__try_incref: owner -> rcgc_incref;
  *                      else CAS loop refusing DYING and MERGED with count <= 0;
- *                      the CAS adds DIRTY if SCAN; an OWING word is awaited
- *                      (rcgc__await_entry) before the CAS, never incremented.
+ *                      the CAS adds DIRTY if SCAN; for an OWING word it
+ *                      adds our reference and the entry's and sets QUEUED,
+ *                      then queue_to_owner.
  *   ref_load           slot.c rcgc_ref_load: load slot, try_incref; on failure
  *                      re-read the slot: same and DYING -> NULL, else retry.
  *                      (The C code reads NULL there only on the collecting
@@ -343,21 +345,25 @@
  *                      pass the Delta-test and are freed; T1's CAS then
  *                      makes an entry for a freed object, whose memory is
  *                      gone (A3).
- *   BUG_HIDE_DEBT      (owing) increments do not wait for an OWING word's
- *                      entry (rule 2).  NOT caught here: both harms need a
- *                      reference taken over the debt to go back through the
- *                      owner's local count, or a garbage component around
- *                      the object while its debtor is preempted, more
- *                      operations than this configuration has; test_owing
- *                      checks each wait deterministically (with the waits
- *                      removed, its collection frees the OWING object).
+ *   BUG_HIDE_DEBT      (owing) increments neither make an OWING word's
+ *                      entry nor wait for it (rule 2).  NOT caught here:
+ *                      both harms need a reference taken over the debt to
+ *                      go back through the owner's local count, or a
+ *                      garbage component around the object while its
+ *                      debtor is preempted, more operations than this
+ *                      configuration has; test_owing checks each entry
+ *                      deterministically (with them removed, the words it
+ *                      checks stay unqueued).
  *                      run_model.sh hide_debt expects 0 errors and is not a
  *                      ctest.
  *   Any bug's configuration can be changed with -D on the spin command line.
  *
  * Reachability probes: -DPROBE_OWE fails at the first CAS that makes an
  * OWING word's entry, -DPROBE_OWE_LATE at the first that finds another
- * thread's entry already made (two debts at once); in the owing
+ * thread's entry already made (two debts at once, or an increment's:
+ * rule 2), -DPROBE_SETTLE at the first increment by fetch_add that makes
+ * the entry, -DPROBE_SETTLE_CAS at the first try-increment that does; in
+ * the owing
  * configuration both are reached (after 162 and 261 k states), in real
  * only the first (after 31 k).
  */
@@ -696,6 +702,29 @@ inline rcgc_decref(o)
     fi
 }
 
+/* rcgc__settle_debt: after a fetch_add that lifted an OWING word, the
+   entry's CAS as the debtor's own (owe): unless QUEUED or MERGED by now,
+   count + 1 | QUEUED, then queue_to_owner.  The incrementing thread holds
+   its new reference throughout. */
+inline settle_debt(o)
+{
+    d_step {
+        TOUCH(o);
+        i_s = sh[o];
+        I2(o, i_s);
+        if
+        :: (i_s & (QUEUED | MERGED)) -> i_w = 0
+        :: else -> sh[o] = (i_s + ONE) | QUEUED | CARRY(i_s); i_w = 1
+        fi;
+#ifdef PROBE_SETTLE
+        assert(i_w != 1);
+#endif
+        i_s = 0
+    }
+    if :: i_w == 1 -> queue_to_owner(o) :: else fi;
+    i_w = 0
+}
+
 /* rcgc_incref(o): the caller holds a reference; the new one is counted in
    the ghost at once. */
 inline rcgc_incref(o)
@@ -710,8 +739,8 @@ inline rcgc_incref(o)
        :: else
        fi;
 #ifndef BUG_HIDE_DEBT
-       /* rcgc__await_entry: we lifted an OWING word; wait for its entry */
-       if :: OWES(i_s) -> atomic { (sh[o] & (QUEUED | MERGED)) != 0 -> TOUCH(o) } :: else fi
+       /* rcgc__settle_debt: we lifted an OWING word; we make its entry */
+       if :: OWES(i_s) -> settle_debt(o) :: else fi
 #endif
     fi
 }
@@ -726,25 +755,25 @@ inline try_incref(o)
     if
     :: i_w == TIDW(me) -> rcgc_incref(o); t_ok = 1
     :: else ->
-       do
-       :: d_step {                                 /* the CAS loop */
-              TOUCH(o);
-              t_s = sh[o];
-              I2(o, t_s);
-              if
-              :: REFUSED(t_s) -> t_ok = 0
+       d_step {                                    /* the CAS loop */
+           TOUCH(o);
+           t_s = sh[o];
+           I2(o, t_s);
+           if
+           :: REFUSED(t_s) -> t_ok = 0
 #ifndef BUG_HIDE_DEBT
-              :: !REFUSED(t_s) && OWES(t_s) -> t_ok = 2      /* rcgc__await_entry first */
+           :: !REFUSED(t_s) && OWES(t_s) ->
+              /* our reference and the entry's in one CAS */
+              sh[o] = (t_s + 2 * ONE) | QUEUED | CARRY(t_s); hold[me*NO+o]++; t_ok = 2;
+#ifdef PROBE_SETTLE_CAS
+              assert(0);
 #endif
-              :: else -> sh[o] = (t_s + ONE) | CARRY(t_s); hold[me*NO+o]++; t_ok = 1
-              fi;
-              t_s = 0
-          }
-          if
-          :: t_ok == 2 -> atomic { (sh[o] & (QUEUED | MERGED)) != 0 -> TOUCH(o) }
-          :: else -> break
-          fi
-       od
+#endif
+           :: else -> sh[o] = (t_s + ONE) | CARRY(t_s); hold[me*NO+o]++; t_ok = 1
+           fi;
+           t_s = 0
+       }
+       if :: t_ok == 2 -> queue_to_owner(o); t_ok = 1 :: else fi
     fi
 }
 
