@@ -22,6 +22,10 @@
  * thread that is not attached; each child collects, reclaims and shuts
  * down.
  *
+ * inside an OWING window: D has dropped a reference by fetch_sub and not
+ * yet made the queue entry its CAS would make; in the child another
+ * thread increments the object without waiting for D, which is gone.
+ *
  * after shutdown: a child of a process whose runtime was shut down can
  * start its own.
  *
@@ -611,6 +615,115 @@ static void under_churn(void)
     rcgc_shutdown();
 }
 
+/* ---- inside an OWING window ------------------------------------------------ */
+
+/* D drops a reference by the fetch_sub the inline rcgc_decref makes, which
+   leaves the word OWING (refcount.c, "Decrements by fetch_sub"), and stops
+   before its CAS while the main thread forks.  In the child D is gone:
+   another thread's increment must make the entry itself, not wait for D
+   (the thirteenth session's increments waited there for ever). */
+
+static unsigned fin_owing;          /* atomic */
+static int debt_made, debt_go;
+static void *owing_obj;
+static intptr_t debt_old;
+
+static void owing_finalize(void *obj)
+{
+    (void)obj;
+    __atomic_fetch_add(&fin_owing, 1, __ATOMIC_RELAXED);
+}
+
+static const rcgc_type owing_type = { "fork_owing", 16, NULL, owing_finalize, 0 };
+
+static void *debtor_main(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("rcgc_thread_attach");
+    debt_old = __atomic_fetch_sub(&rcgc__hdr(owing_obj)->ref_shared.v, RCGC__SHARED_ONE,
+                                  __ATOMIC_RELEASE);
+    flag_set(&debt_made);
+    /* Offline, so that no grace period waits for us (a test's liberty: a
+       real debtor stays online until its CAS; no one else queues the
+       object meanwhile). */
+    rcgc_blocking_begin();
+    while (!flag(&debt_go))
+        sched_yield();
+    rcgc_blocking_end();
+    rcgc__decref_sub_done(owing_obj, debt_old);     /* the CAS */
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static int inc_done;
+
+static void *incrementer_main(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        return NULL;
+    rcgc_incref(owing_obj);         /* meets the OWING word */
+    flag_set(&inc_done);
+    rcgc_decref(owing_obj);
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void owing_child(void *arg)
+{
+    pthread_t e;
+    intptr_t shared;
+
+    (void)arg;
+    rcgc__test_raw(owing_obj, NULL, NULL, &shared);
+    report(rcgc__shared_owes(shared), "the word is OWING, its debtor gone (%#lx)",
+           (unsigned long)shared);
+    if (pthread_create(&e, NULL, incrementer_main, NULL) != 0) {
+        report(0, "pthread_create");
+        return;
+    }
+    rcgc_blocking_begin();
+    pthread_join(e, NULL);          /* the alarm, if the increment waits */
+    rcgc_blocking_end();
+    report(flag(&inc_done), "another thread's increment returns");
+    report(count_of(&fin_owing) == 0, "alive while the main thread holds it");
+    rcgc_decref(owing_obj);
+    rcgc_safepoint();
+    report(count_of(&fin_owing) == 1, "freed at the main thread's last reference (%u)",
+           count_of(&fin_owing));
+    rcgc_shutdown();
+}
+
+static void inside_an_owing_window(void)
+{
+    pthread_t d;
+
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    owing_obj = rcgc_new(&owing_type);
+    if (owing_obj == NULL)
+        bail_out("rcgc_new");
+    rcgc_incref(owing_obj);         /* local 2: one is D's to drop */
+    if (pthread_create(&d, NULL, debtor_main, NULL) != 0)
+        bail_out("pthread_create");
+    while (!flag(&debt_made))
+        sched_yield();
+
+    fork_and_check("inside an OWING window", owing_child, NULL, 4);
+
+    flag_set(&debt_go);
+    rcgc_blocking_begin();
+    pthread_join(d, NULL);
+    rcgc_blocking_end();
+    rcgc_safepoint();               /* D's entry, if it is queued to us */
+    ok(count_of(&fin_owing) == 0, "inside an OWING window: parent: alive once D makes its entry");
+    rcgc_decref(owing_obj);
+    rcgc_safepoint();
+    ok(count_of(&fin_owing) == 1, "inside an OWING window: parent: freed at the last reference");
+    rcgc_shutdown();
+}
+
 /* ---- after shutdown ---------------------------------------------------- */
 
 static void restart_child(void *arg)
@@ -633,6 +746,7 @@ int main(void)
 {
     beside_busy_threads();
     under_churn();
+    inside_an_owing_window();
     fork_and_check("after rcgc_shutdown", restart_child, NULL, 2);
     return done_testing();
 }
