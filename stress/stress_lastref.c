@@ -21,6 +21,12 @@
  *   third_mixed  one local, one shared, owner alive
  *   third_queued as third_local, but already queued to the owner (a third
  *                non-owner decrement) when the drop starts
+ *   third_inc    as third_local, and a fourth member whose reference is in
+ *                the owner's local count too increments the object as the
+ *                drop starts, then drops both of its references (teams of
+ *                four): its increment may lift a word that a drop has just
+ *                left below zero (OWING) and must make the queue entry
+ *                itself (refcount.c, "Decrements by fetch_sub", rule 2)
  *
  * and in teams of four, half the time a third non-owner dropper joins.
  * During the drop the live owner of the third_* modes either spins calling
@@ -53,11 +59,12 @@ static const rcgc_type lobj_type = { "lobj", sizeof(lobj), NULL, lobj_finalize, 
 enum mode {
     OWN_LOCAL, OWN_SHARED, GONE_LOCAL, GONE_SHARED,     /* any team */
     THIRD_LOCAL, THIRD_SHARED, THIRD_MIXED, THIRD_QUEUED, /* teams of 3 or 4 */
+    THIRD_INC,                                            /* teams of 4 */
     NMODES
 };
 static const char *const mode_name[NMODES] = {
     "own_local", "own_shared", "gone_local", "gone_shared",
-    "third_local", "third_shared", "third_mixed", "third_queued",
+    "third_local", "third_shared", "third_mixed", "third_queued", "third_inc",
 };
 
 enum owner_behaviour {
@@ -109,13 +116,14 @@ static plan make_plan(const team *tm, uint64_t iter)
     uint64_t x = torture_hash(torture_o.seed ^ ((uint64_t)tm->index << 40), iter);
     plan p;
 
-    p.mode = (enum mode)(x % (tm->size >= 3 ? NMODES : THIRD_LOCAL));
+    p.mode = (enum mode)(x % (tm->size == 4 ? NMODES : tm->size == 3 ? THIRD_INC
+                                                                      : THIRD_LOCAL));
     x /= NMODES;
     p.behaviour = (enum owner_behaviour)(x % NBEHAVIOURS);
     x /= NBEHAVIOURS;
     p.rotation = (unsigned)(x % tm->size);
     x /= tm->size;
-    p.third_dropper = tm->size == 4 && (x & 1);
+    p.third_dropper = tm->size == 4 && (x & 1) && p.mode != THIRD_INC;
     x >>= 1;
     p.jitter[0] = (unsigned)(x & 15);
     p.jitter[1] = (unsigned)((x >> 4) & 15);
@@ -200,7 +208,7 @@ static void *member_main(void *arg)
     for (iter = 0;; iter++) {
         plan p;
         unsigned role;
-        bool d0, d1, third, d2, dropper, owner_alive;
+        bool d0, d1, third, d2, inc, dropper, owner_alive;
         lobj *o = NULL;
         unsigned expected;
         atomic_uchar *entry;
@@ -214,8 +222,9 @@ static void *member_main(void *arg)
         d1 = role == 1;
         third = role == 2;
         d2 = role == 3 && p.third_dropper;
+        inc = role == 3 && p.mode == THIRD_INC;
         dropper = d0 || d1 || d2;
-        expected = 2 + (p.third_dropper ? 1 : 0);
+        expected = 2 + (p.third_dropper || p.mode == THIRD_INC ? 1 : 0);
 
         /* Build: the creator makes the object and the references the
            droppers will hold, or takes one made by an exited thread. */
@@ -229,6 +238,7 @@ static void *member_main(void *arg)
             case THIRD_SHARED: o = new_lobj(); break;
             case THIRD_MIXED:  o = new_lobj(); rcgc_incref(o); break;
             case THIRD_QUEUED:
+            case THIRD_INC:
                 o = new_lobj();
                 rcgc_incref(o);
                 rcgc_incref(o);
@@ -243,7 +253,7 @@ static void *member_main(void *arg)
         torture_barrier_wait(&tm->bar, &sense, true);                         /* B1 */
         o = atomic_load_explicit(&tm->obj, memory_order_acquire);
         id = o->t.id;           /* read now: after B4 the body may be gone */
-        if (dropper && !torture_obj_ok(&o->t, "lastref: fresh object")) {
+        if ((dropper || inc) && !torture_obj_ok(&o->t, "lastref: fresh object")) {
             TORTURE_VIOLATION("lastref: giving up on this team");
             abort();
         }
@@ -283,6 +293,12 @@ static void *member_main(void *arg)
             rcgc_blocking_begin();
         if (dropper) {
             spin(p.jitter[d0 ? 0 : d1 ? 1 : 2]);
+            rcgc_decref(o);
+        }
+        if (inc) {
+            spin(p.jitter[2]);
+            rcgc_incref(o);
+            rcgc_decref(o);
             rcgc_decref(o);
         }
         torture_barrier_wait(&tm->bar, &sense,
