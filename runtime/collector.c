@@ -833,6 +833,11 @@ void rcgc__test_roots_fail(bool fail)
 
 static rcgc__u32 pool_race;        /* rcgc__test_pool_race */
 
+void rcgc__test_pool_race(bool race)
+{
+    rcgc__u32_store_relaxed(&pool_race, race);
+}
+
 /* rcgc__test_before_count: called by the collecting thread between a
    round's grace period and its step 4, so a test can change a word there
    (test_owing: an OWING member, rule 3 of refcount.c). */
@@ -845,17 +850,12 @@ void rcgc__test_before_count(void (*fn)(void *), void *arg)
     rcgc__ptr_store_release(&before_count, (void *)fn);
 }
 
-static void run_before_count(void)
+static inline void run_before_count(void)
 {
     void (*fn)(void *) = (void (*)(void *))rcgc__ptr_load_acquire(&before_count);
 
     if (fn != NULL)
         fn(before_count_arg);
-}
-
-void rcgc__test_pool_race(bool race)
-{
-    rcgc__u32_store_relaxed(&pool_race, race);
 }
 
 static void chunk_put(rcgc__roots *k);
@@ -2213,8 +2213,7 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
         phase_next(c, P_GRACE);
         rcgc__epoch_synchronize();                       /* 3. grace */
         phase_next(c, P_COUNT);
-        if (rcgc__ptr_load_acquire(&before_count) != NULL)
-            run_before_count();
+        run_before_count();                              /* tests only */
         examine(c);                                      /* 4-7 */
     }
     phase_next(c, P_UNFLAG);
