@@ -27,6 +27,11 @@
  *                four): its increment may lift a word that a drop has just
  *                left below zero (OWING) and must make the queue entry
  *                itself (refcount.c, "Decrements by fetch_sub", rule 2)
+ *   third_load   as third_local, with one more reference in a team slot:
+ *                the fourth member loads the object from the slot as the
+ *                drop starts (a try-increment, which makes the entry of an
+ *                OWING word in its own CAS) and drops what it loaded; the
+ *                owner clears the slot after the drop
  *
  * and in teams of four, half the time a third non-owner dropper joins.
  * During the drop the live owner of the third_* modes either spins calling
@@ -59,12 +64,13 @@ static const rcgc_type lobj_type = { "lobj", sizeof(lobj), NULL, lobj_finalize, 
 enum mode {
     OWN_LOCAL, OWN_SHARED, GONE_LOCAL, GONE_SHARED,     /* any team */
     THIRD_LOCAL, THIRD_SHARED, THIRD_MIXED, THIRD_QUEUED, /* teams of 3 or 4 */
-    THIRD_INC,                                            /* teams of 4 */
+    THIRD_INC, THIRD_LOAD,                                /* teams of 4 */
     NMODES
 };
 static const char *const mode_name[NMODES] = {
     "own_local", "own_shared", "gone_local", "gone_shared",
     "third_local", "third_shared", "third_mixed", "third_queued", "third_inc",
+    "third_load",
 };
 
 enum owner_behaviour {
@@ -83,6 +89,7 @@ typedef struct team {
     unsigned        first_stream;   /* PRNG streams of the helper threads */
     torture_barrier bar;
     _Atomic(lobj *) obj;            /* this iteration's object */
+    rcgc_ref        slot;           /* third_load: holds it until after the drop */
     /* Objects of exited owners, for the gone_* modes.  Touched only by the
        iteration's d0, between barriers. */
     lobj           *batch_local2[BATCH];   /* local count 2 */
@@ -123,7 +130,7 @@ static plan make_plan(const team *tm, uint64_t iter)
     x /= NBEHAVIOURS;
     p.rotation = (unsigned)(x % tm->size);
     x /= tm->size;
-    p.third_dropper = tm->size == 4 && (x & 1) && p.mode != THIRD_INC;
+    p.third_dropper = tm->size == 4 && (x & 1) && p.mode < THIRD_INC;
     x >>= 1;
     p.jitter[0] = (unsigned)(x & 15);
     p.jitter[1] = (unsigned)((x >> 4) & 15);
@@ -208,7 +215,7 @@ static void *member_main(void *arg)
     for (iter = 0;; iter++) {
         plan p;
         unsigned role;
-        bool d0, d1, third, d2, inc, dropper, owner_alive;
+        bool d0, d1, third, d2, inc, loader, dropper, owner_alive;
         lobj *o = NULL;
         unsigned expected;
         atomic_uchar *entry;
@@ -223,8 +230,9 @@ static void *member_main(void *arg)
         third = role == 2;
         d2 = role == 3 && p.third_dropper;
         inc = role == 3 && p.mode == THIRD_INC;
+        loader = role == 3 && p.mode == THIRD_LOAD;
         dropper = d0 || d1 || d2;
-        expected = 2 + (p.third_dropper || p.mode == THIRD_INC ? 1 : 0);
+        expected = 2 + (p.third_dropper || p.mode >= THIRD_INC ? 1 : 0);
 
         /* Build: the creator makes the object and the references the
            droppers will hold, or takes one made by an exited thread. */
@@ -244,6 +252,12 @@ static void *member_main(void *arg)
                 rcgc_incref(o);
                 rcgc_incref(o);
                 break;
+            case THIRD_LOAD:
+                o = new_lobj();
+                rcgc_incref(o);
+                rcgc_incref(o);
+                rcgc_ref_store(&tm->slot, o);
+                break;
             default: abort();
             }
             /* Release pairs with the acquire load after B1 (the barrier
@@ -253,7 +267,7 @@ static void *member_main(void *arg)
         torture_barrier_wait(&tm->bar, &sense, true);                         /* B1 */
         o = atomic_load_explicit(&tm->obj, memory_order_acquire);
         id = o->t.id;           /* read now: after B4 the body may be gone */
-        if ((dropper || inc) && !torture_obj_ok(&o->t, "lastref: fresh object")) {
+        if ((dropper || inc || loader) && !torture_obj_ok(&o->t, "lastref: fresh object")) {
             TORTURE_VIOLATION("lastref: giving up on this team");
             abort();
         }
@@ -301,12 +315,25 @@ static void *member_main(void *arg)
             rcgc_decref(o);
             rcgc_decref(o);
         }
+        if (loader) {
+            lobj *x;
+
+            spin(p.jitter[2]);
+            x = rcgc_ref_load(&tm->slot);
+            if (x != o)
+                TORTURE_VIOLATION("third_load: id %" PRIu64 " loaded as %p, not %p",
+                                  id, (void *)x, (void *)o);
+            if (x != NULL)
+                rcgc_decref(x);
+        }
         torture_barrier_wait(&tm->bar, &sense,
                              !(third && p.behaviour != OWNER_SAFEPOINTS));    /* B5 */
 
         /* A live owner merges what was queued to it. */
         if (third && (p.behaviour == OWNER_BLOCKED || p.behaviour == OWNER_GOES_BLOCKED))
             rcgc_blocking_end();
+        if (third && p.mode == THIRD_LOAD)
+            rcgc_ref_store(&tm->slot, NULL);
         owner_alive = (d0 && p.mode <= OWN_SHARED) || (third && p.mode >= THIRD_LOCAL);
         if (owner_alive)
             rcgc_safepoint();
