@@ -122,6 +122,13 @@ static inline intptr_t carry_flags(intptr_t s)
     return (s & RCGC__SHARED_SCAN) ? RCGC__SHARED_DIRTY : 0;
 }
 
+/* Our CAS set QUEUED on an unmerged, unqueued word: the entry goes to the
+   owner the word names (no merge can have cleared it: I2). */
+static void make_entry(rcgc__header *h)
+{
+    rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+}
+
 /* Owner increment at UINT32_MAX: spill half into the shared count. */
 void rcgc__incref_owner_spill(void *obj)
 {
@@ -162,7 +169,7 @@ void rcgc__settle_debt(rcgc__header *h)
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
                                       (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
                                           carry_flags(s)));
-    rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+    make_entry(h);
 }
 
 /* The shared count reached the saturation bound: clamp it and make the
@@ -379,7 +386,7 @@ void rcgc__decref_shared_slow(void *obj)
         rcgc__maybe_buffer(h, obj);
         n = s | RCGC__SHARED_QUEUED | carry_flags(s);
         if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n)) {
-            rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+            make_entry(h);
             return;
         }
     }
@@ -487,9 +494,7 @@ void rcgc__decref_sub_done(void *obj, intptr_t old)
                component. */
             n = (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED | carry_flags(s);
         } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
-        /* Unmerged and unqueued at our CAS: no merge can have cleared the
-           owner word (I2). */
-        rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+        make_entry(h);
         return;
     }
     if (count <= 0) {
@@ -503,16 +508,6 @@ void rcgc__decref_sub_done(void *obj, intptr_t old)
         (void)rcgc__sword_load_acquire(&h->ref_shared);
         rcgc__release(h);
     }
-}
-
-/* A try-increment's CAS found an OWING word, took its reference and set
-   QUEUED with the entry's: the entry, as rcgc__settle_debt makes it.  The
-   owner word is intact (I2, as there); should the owner be blocked or
-   gone, the merge on its behalf leaves our reference: nothing is freed
-   here. */
-static void make_entry(rcgc__header *h)
-{
-    rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
 }
 
 /*
@@ -539,7 +534,9 @@ bool rcgc__try_incref(rcgc__header *h)
             return false;
         if (rcgc__shared_owes(s)) {
             /* Never hide a debt ("Decrements by fetch_sub", rule 2): our
-               reference and the entry's in one CAS, then the entry. */
+               reference and the entry's in one CAS, then the entry (an
+               owner blocked or gone is merged for, leaving our
+               reference: nothing is freed here). */
             if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
                                         (s + 2 * RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
                                             carry_flags(s))) {
