@@ -48,10 +48,14 @@
  * candidate it was adding at the instant of the fork (rcgc__roots_orphan).  Nothing makes the fork wait
  * for the few instructions of a count's slow path: a thread stopped in
  * the middle of merging an object's counts leaves that object's count
- * wrong in the child (a debug build aborts at its last decrement), and a
- * load or weak-reference upgrade that meets an object whose finalizer a
- * gone thread was running (one the finalizer had stored into the slot, or
- * made the weak reference to) waits for it forever.
+ * wrong in the child (a debug build aborts at its last decrement).  An
+ * object whose finalizer a gone thread was running (its release loop's,
+ * th->finalizing) would stay DYING, and a load or weak-reference upgrade
+ * that met it (the finalizer had stored it into a slot, or made a weak
+ * reference to it) would wait forever: the child takes DYING off it.
+ * It then lives on with the gone thread's reference, half finalized
+ * (FINALIZED: its finalizer never runs again), or is dead if that
+ * reference was already given back.
  *
  * fork inside a finalizer or a weak reference's callback run by a
  * collection (the thread holds collect_mutex and is part-way through

@@ -156,6 +156,9 @@ typedef struct rcgc__thread {
     /* Written by this thread only. */
     rcgc__header *release_list;     /* objects at zero awaiting finalize/teardown */
     bool          releasing;        /* a release loop is running on this thread */
+    rcgc__header *finalizing;       /* whose finalizer that loop runs: made DYING by
+                                       it, until its weak references are cleared
+                                       after (fork.c: a child lets it go) */
     bool          in_blocking;      /* between rcgc_blocking_begin and _end */
     rcgc__header *reclaim_list;     /* dead, unlinked: the open batch */
     size_t        reclaim_count;

@@ -147,8 +147,10 @@ static bool finalize(rcgc__header *h)
        try-increment refuses it), so this thread takes one reference for
        the finalizer's duration.  DYING keeps refusing loads meanwhile: a
        thread that read this object from a slot just before the slot was
-       overwritten must not get it back from under its finalizer. */
-    rcgc__sword_store_relaxed(&h->ref_shared,
+       overwritten must not get it back from under its finalizer.  Release:
+       the caller's record of h (th->finalizing) is in memory first, so
+       the child of a fork that copies DYING copies the record too. */
+    rcgc__sword_store_release(&h->ref_shared,
                               RCGC__SHARED_MERGED | RCGC__SHARED_DYING | RCGC__SHARED_ONE);
     h->type->finalize(rcgc__body(h));
     /* acq_rel: if the finalizer handed the object to another thread, its
@@ -233,9 +235,14 @@ void rcgc__release(rcgc__header *h)
             rcgc__weakrefs_clear(h, &pending);
         if (type->finalize != NULL &&
             !(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FINALIZED)) {
+            /* DYING from here until it is resurrected or its weak
+               references are cleared: a fork's child, in which this thread
+               is gone, finds h here and takes DYING off (fork.c). */
+            th->finalizing = h;
             resurrected = finalize(h);
             if (!resurrected && rcgc__has_weakrefs(h))
                 rcgc__weakrefs_clear(h, &pending);
+            th->finalizing = NULL;
         }
         if (pending != NULL)
             rcgc__weakrefs_run(pending);

@@ -425,7 +425,8 @@ void rcgc__threads_fork(enum rcgc__fork_step step)
  * candidates to the collector, its dead objects to the reclaimer, its
  * thread cache to malloc, its liburcu reader out of liburcu's registry.
  * What it held on its stack, and an object whose teardown it had begun,
- * are lost with it: a reference nobody can drop.
+ * are lost with it: a reference nobody can drop.  An object whose
+ * finalizer it was running loses DYING, so that no load waits for it.
  */
 /* Moves every object of the list *from (linked by link) onto *to. */
 static void move_links(rcgc__header **from, rcgc__header **to)
@@ -463,6 +464,15 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
         pthread_mutex_unlock(&b->lock);
         move_links(&th->merge_queue, merges);
         move_links(&th->release_list, releases);
+        /* The object whose finalizer it was running is DYING for good,
+           which would keep a load or a weak reference's upgrade that met
+           it waiting for ever (slot.c, weakref.c).  Without DYING it is
+           what it would have become had the finalizer returned: alive,
+           holding the gone thread's reference (which no one drops); or,
+           its count already given back, dead. */
+        if (th->finalizing != NULL)
+            rcgc__sword_fetch_and_relaxed(&th->finalizing->ref_shared,
+                                          ~RCGC__SHARED_DYING);
         rcgc__roots_orphan(th);
         give_back(th);
         rcgc__epoch_forget(th->urcu_reader);

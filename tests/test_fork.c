@@ -724,6 +724,104 @@ static void inside_an_owing_window(void)
     rcgc_shutdown();
 }
 
+/* ---- inside a finalizer ------------------------------------------------ */
+
+/* F drops its last reference to X; X's finalizer stores X into a slot and
+   makes a weak reference to it (a resurrection), then stops, offline, while
+   the main thread forks.  X is DYING while its finalizer runs, and loads
+   and upgrades that meet it wait for the finalizer's end.  In the child F
+   is gone and that end never comes: the child must take DYING off X (it
+   lives on, with F's reference), or they wait for ever. */
+
+static unsigned fin_stopping;       /* atomic: X's finalizer runs */
+static int fin_in, fin_go;
+static rcgc_ref fin_slot;
+static rcgc_weakref *fin_weak;
+
+static void stopping_finalize(void *obj)
+{
+    __atomic_fetch_add(&fin_stopping, 1, __ATOMIC_RELAXED);
+    rcgc_ref_store(&fin_slot, obj);
+    fin_weak = rcgc_weakref_new(obj, NULL, NULL);
+    flag_set(&fin_in);
+    rcgc_blocking_begin();
+    while (!flag(&fin_go))
+        sched_yield();
+    rcgc_blocking_end();
+}
+
+static const rcgc_type stopping_type = { "fork_stopping", 16, NULL, stopping_finalize, 0 };
+
+static void *finalizing_main(void *arg)
+{
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("rcgc_thread_attach");
+    void *x = rcgc_new(&stopping_type);
+    if (x == NULL)
+        bail_out("rcgc_new");
+    rcgc_decref(x);                 /* the finalizer runs here, and stops */
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void finalizing_child(void *arg)
+{
+    void *x, *y;
+
+    (void)arg;
+    x = rcgc_ref_load(&fin_slot);  /* the alarm, if it waits for F */
+    report(x != NULL, "a load from the slot the finalizer filled returns its object");
+    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    report(y != NULL && y == x, "the weak reference's upgrade returns it");
+    rcgc_decref(y);
+    rcgc_decref(x);
+    rcgc_ref_store(&fin_slot, NULL);
+    rcgc_safepoint();
+    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    report(y != NULL && count_of(&fin_stopping) == 1,
+           "alive on the gone thread's reference once the slot lets go; finalized once (%u)",
+           count_of(&fin_stopping));
+    rcgc_decref(y);
+    rcgc_weakref_free(fin_weak);
+    rcgc_shutdown();
+}
+
+static void inside_a_finalizer(void)
+{
+    pthread_t f;
+    uint64_t live0;
+    void *x, *y;
+
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    live0 = live_now();
+    if (pthread_create(&f, NULL, finalizing_main, NULL) != 0)
+        bail_out("pthread_create");
+    while (!flag(&fin_in))
+        sched_yield();
+
+    fork_and_check("inside a finalizer", finalizing_child, NULL, 3);
+
+    flag_set(&fin_go);
+    rcgc_blocking_begin();
+    pthread_join(f, NULL);
+    rcgc_blocking_end();
+    x = rcgc_ref_load(&fin_slot);
+    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    ok(x != NULL && y == x, "inside a finalizer: parent: resurrected, in the slot and weakly");
+    rcgc_decref(y);
+    rcgc_decref(x);
+    rcgc_ref_store(&fin_slot, NULL);
+    rcgc_safepoint();
+    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    ok(y == NULL && count_of(&fin_stopping) == 1 && live_now() == live0,
+       "inside a finalizer: parent: freed at the slot's release, finalized once (%u)",
+       count_of(&fin_stopping));
+    rcgc_weakref_free(fin_weak);
+    rcgc_shutdown();
+}
+
 /* ---- after shutdown ---------------------------------------------------- */
 
 static void restart_child(void *arg)
@@ -747,6 +845,7 @@ int main(void)
     beside_busy_threads();
     under_churn();
     inside_an_owing_window();
+    inside_a_finalizer();
     fork_and_check("after rcgc_shutdown", restart_child, NULL, 2);
     return done_testing();
 }
