@@ -46,9 +46,10 @@
  * whose teardown it had begun (and the weak-reference callbacks that
  * teardown had yet to run: their handles are never freed), and a
  * candidate it was adding at the instant of the fork (rcgc__roots_orphan).  Nothing makes the fork wait
- * for the few instructions of a count's slow path: a thread stopped in
- * the middle of merging an object's counts leaves that object's count
- * wrong in the child (a debug build aborts at its last decrement).  An
+ * for the few instructions of a count's slow path.  A thread stopped in
+ * the middle of merging an object's counts (th->merging) would leave the
+ * count reading low, and the word with no owner and not merged: the child
+ * finishes that merge, with the gone thread's references in the count.  An
  * object whose finalizer a gone thread was running (its release loop's,
  * th->finalizing) would stay DYING, and a load or weak-reference upgrade
  * that met it (the finalizer had stored it into a slot, or made a weak

@@ -159,6 +159,9 @@ typedef struct rcgc__thread {
     rcgc__header *finalizing;       /* whose finalizer that loop runs: made DYING by
                                        it, until its weak references are cleared
                                        after (fork.c: a child lets it go) */
+    rcgc__header *merging;          /* whose counts this thread merges, between */
+    uint32_t      merging_local;    /* rcgc__merge_begin and _end, and the local
+                                       count it took (fork.c: a child finishes) */
     bool          in_blocking;      /* between rcgc_blocking_begin and _end */
     rcgc__header *reclaim_list;     /* dead, unlinked: the open batch */
     size_t        reclaim_count;
@@ -256,6 +259,9 @@ static inline bool rcgc__shared_owes(intptr_t s)
 }
 void     rcgc__settle_debt(rcgc__header *h);
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
+uint32_t rcgc__merge_begin(rcgc__header *h, intptr_t *sp);
+intptr_t rcgc__merge_end(rcgc__header *h, intptr_t s, uint32_t local, intptr_t extra);
+void     rcgc__merge_finish_gone(rcgc__header *h, uint32_t local);
 void     rcgc__merge_queued(rcgc__header *h);
 bool     rcgc__try_incref(rcgc__header *h);
 bool     rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags);

@@ -209,14 +209,33 @@ void rcgc__incref_flagged(void *obj, intptr_t old)
  * (-1 for a queue entry's reference or the owner's last local one).  The
  * caller is the owner, or holds the owner's bucket lock while the owner is
  * blocked or gone (I4).  Returns the merged count; 0 means the caller must
- * release the object.
+ * release the object.  In two halves (the tests stop a thread between
+ * them); between the two the thread's record names the object and the
+ * local count it took, for the child of a fork in which the thread is
+ * gone (rcgc__merge_finish_gone).
  */
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
 {
-    uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
-    intptr_t s, n, count;
-    bool buffered = false;
+    intptr_t s;
+    uint32_t local = rcgc__merge_begin(h, &s);
 
+    return rcgc__merge_end(h, s, local, extra);
+}
+
+/* Clears the owner word and the local count (I2), after DIRTY if the
+   collector may be reading them; returns the local count, and the shared
+   word read into *sp. */
+uint32_t rcgc__merge_begin(rcgc__header *h, intptr_t *sp)
+{
+    rcgc__thread *th = rcgc__tls_thread;
+    uint32_t local = rcgc__u32_load_relaxed(&h->ref_local);
+    intptr_t s;
+
+    if (th != NULL) {
+        rcgc_assert_internal(th->merging == NULL);
+        th->merging = h;
+        th->merging_local = local;
+    }
     /* Acquire pairs with the release decrements of non-owners (so a free
        below happens after their last access). */
     s = rcgc__sword_load_acquire(&h->ref_shared);
@@ -229,13 +248,26 @@ intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
     /* I2: clear the owner and the local count before MERGED is published
        (gh-119999).  fetch_and keeps the collector's owner flags (hole 4);
        only tracked objects have any, so the others take a plain store (no
-       other thread writes their owner word while we may merge).
-       Release: a collector that reads local 0 also sees the DIRTY above. */
+       other thread writes their owner word while we may merge).  Release:
+       the record above is in memory before the owner goes, so a fork's
+       child that copies the one copies the other. */
     if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
-        rcgc__word_fetch_and_relaxed(&h->owner, RCGC__OWNER_FLAGS);
+        rcgc__word_fetch_and_acq_rel(&h->owner, RCGC__OWNER_FLAGS);
     else
-        rcgc__word_store_relaxed(&h->owner, 0);
+        rcgc__word_store_release(&h->owner, 0);
+    /* Release: a collector that reads local 0 also sees the DIRTY above. */
     rcgc__u32_store_release(&h->ref_local, 0);
+    *sp = s;
+    return local;
+}
+
+/* Publishes MERGED with the count: the local count that rcgc__merge_begin
+   took, the shared word's and extra. */
+intptr_t rcgc__merge_end(rcgc__header *h, intptr_t s, uint32_t local, intptr_t extra)
+{
+    rcgc__thread *th = rcgc__tls_thread;
+    intptr_t n, count;
+    bool buffered = false;
 
     do {
         if (s & RCGC__SHARED_IMMORTAL) {
@@ -264,7 +296,38 @@ intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
         /* acq_rel: release publishes the cleared owner and local count to
            whoever reads MERGED. */
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
+    if (th != NULL)
+        th->merging = NULL;
     return count;
+}
+
+/*
+ * The child of a fork, alone: a gone thread stopped inside a merge of h,
+ * having taken `local` (rcgc__merge_begin).  Its owner word and local
+ * count may be cleared already, which would leave the count reading low
+ * and the word unmerged with no owner (I2), for good.  Finish the merge
+ * here, as rcgc__merge_end would, without the gone thread's extra: the
+ * reference it was dropping is one no one will drop, like everything it
+ * held.  No collection is running (fork.c took collect_mutex), so no flag
+ * needs setting.
+ */
+void rcgc__merge_finish_gone(rcgc__header *h, uint32_t local)
+{
+    intptr_t s = rcgc__sword_load_acquire(&h->ref_shared);
+
+    if (s & RCGC__SHARED_MERGED)
+        return;                     /* its CAS was made */
+    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
+        rcgc__word_fetch_and_acq_rel(&h->owner, RCGC__OWNER_FLAGS);
+    else
+        rcgc__word_store_release(&h->owner, 0);
+    rcgc__u32_store_release(&h->ref_local, 0);
+    if (s & RCGC__SHARED_IMMORTAL)
+        s |= RCGC__SHARED_MERGED;
+    else
+        s = ((shared_count(s) + (intptr_t)local) << RCGC__SHARED_SHIFT) |
+            (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED;
+    rcgc__sword_store_release(&h->ref_shared, s);
 }
 
 /* A queue entry is merged: the entry's reference goes with it. */

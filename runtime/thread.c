@@ -470,6 +470,10 @@ void rcgc__threads_forget_others(rcgc__header **merges, rcgc__header **releases)
            what it would have become had the finalizer returned: alive,
            holding the gone thread's reference (which no one drops); or,
            its count already given back, dead. */
+        /* An object whose counts it was merging: finished here, or its
+           count would read low and its word have no owner, for good. */
+        if (th->merging != NULL)
+            rcgc__merge_finish_gone(th->merging, th->merging_local);
         if (th->finalizing != NULL)
             rcgc__sword_fetch_and_relaxed(&th->finalizing->ref_shared,
                                           ~RCGC__SHARED_DYING);

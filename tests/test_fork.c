@@ -724,6 +724,90 @@ static void inside_an_owing_window(void)
     rcgc_shutdown();
 }
 
+/* ---- inside a merge ----------------------------------------------------- */
+
+/* M owns X, with two local references, one of them the main thread's; it
+   begins a merge of X's counts (rcgc__merge_begin: owner word and local
+   count cleared) and stops before its CAS while the main thread forks.
+   In the child M is gone: the child must finish the merge, or X's count
+   reads low (the main thread's decrement would find it at zero) and its
+   word has neither an owner nor MERGED, for good. */
+
+static unsigned fin_merge;          /* atomic */
+static int merge_begun, merge_go;
+static void *merge_obj;
+
+static void merge_finalize(void *obj)
+{
+    (void)obj;
+    __atomic_fetch_add(&fin_merge, 1, __ATOMIC_RELAXED);
+}
+
+static const rcgc_type merge_type = { "fork_merge", 16, NULL, merge_finalize, 0 };
+
+static void *merging_main(void *arg)
+{
+    intptr_t s;
+    uint32_t local;
+
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("rcgc_thread_attach");
+    merge_obj = rcgc_new(&merge_type);
+    if (merge_obj == NULL)
+        bail_out("rcgc_new");
+    rcgc_incref(merge_obj);        /* the main thread's, in our local count */
+    local = rcgc__merge_begin(rcgc__hdr(merge_obj), &s);
+    flag_set(&merge_begun);
+    rcgc_blocking_begin();
+    while (!flag(&merge_go))
+        sched_yield();
+    rcgc_blocking_end();
+    rcgc__merge_end(rcgc__hdr(merge_obj), s, local, 0);
+    rcgc_decref(merge_obj);        /* ours */
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void merge_child(void *arg)
+{
+    size_t count;
+
+    (void)arg;
+    count = rcgc_refcount(merge_obj);   /* the alarm, if the word stays ownerless */
+    report(count == 2, "the merge is finished: both references counted (%zu)", count);
+    rcgc_decref(merge_obj);
+    rcgc_safepoint();
+    report(count_of(&fin_merge) == 0 && rcgc_refcount(merge_obj) == 1,
+           "alive after the main thread's decrement, on the gone thread's reference");
+    rcgc_shutdown();
+}
+
+static void inside_a_merge(void)
+{
+    pthread_t m;
+
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    if (pthread_create(&m, NULL, merging_main, NULL) != 0)
+        bail_out("pthread_create");
+    while (!flag(&merge_begun))
+        sched_yield();
+
+    fork_and_check("inside a merge", merge_child, NULL, 2);
+
+    flag_set(&merge_go);
+    rcgc_blocking_begin();
+    pthread_join(m, NULL);
+    rcgc_blocking_end();
+    ok(rcgc_refcount(merge_obj) == 1 && count_of(&fin_merge) == 0,
+       "inside a merge: parent: merged by M, alive on the main thread's reference");
+    rcgc_decref(merge_obj);
+    rcgc_safepoint();
+    ok(count_of(&fin_merge) == 1, "inside a merge: parent: freed at the last reference");
+    rcgc_shutdown();
+}
+
 /* ---- inside a finalizer ------------------------------------------------ */
 
 /* F drops its last reference to X; X's finalizer stores X into a slot and
@@ -845,6 +929,7 @@ int main(void)
     beside_busy_threads();
     under_churn();
     inside_an_owing_window();
+    inside_a_merge();
     inside_a_finalizer();
     fork_and_check("after rcgc_shutdown", restart_child, NULL, 2);
     return done_testing();
