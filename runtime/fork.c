@@ -49,7 +49,10 @@
  * for the few instructions of a count's slow path.  A thread stopped in
  * the middle of merging an object's counts (th->merging) would leave the
  * count reading low, and the word with no owner and not merged: the child
- * finishes that merge, with the gone thread's references in the count.  An
+ * finishes that merge, with the gone thread's references in the count.
+ * The record goes in the instruction before the merge's CAS (after it,
+ * another thread may free the object), so a fork that falls between the
+ * two still leaves the object so.  An
  * object whose finalizer a gone thread was running (its release loop's,
  * th->finalizing) would stay DYING, and a load or weak-reference upgrade
  * that met it (the finalizer had stored it into a slot, or made a weak

@@ -137,33 +137,49 @@ static void release_slot(rcgc_ref *slot, void *ctx)
     rcgc_decref(child);      /* at zero: pushed on our release list */
 }
 
-/* Returns true if the finalizer resurrected the object. */
-static bool finalize(rcgc__header *h)
+/*
+ * Runs h's finalizer; returns true if it resurrected the object.  From
+ * before DYING is set until the object is resurrected, or (not) until the
+ * caller has cleared its weak references, th->finalizing names it: the
+ * child of a fork in which this thread is gone takes DYING off it (fork.c).
+ * The record goes before anything lets another thread free the object, or
+ * that child would write to freed memory.
+ */
+static bool finalize(rcgc__thread *th, rcgc__header *h)
 {
     intptr_t s, n;
 
     rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_FINALIZED);
+    th->finalizing = h;
     /* Merged with count 0: no other thread can change the count now (a
        try-increment refuses it), so this thread takes one reference for
        the finalizer's duration.  DYING keeps refusing loads meanwhile: a
        thread that read this object from a slot just before the slot was
        overwritten must not get it back from under its finalizer.  Release:
-       the caller's record of h (th->finalizing) is in memory first, so
-       the child of a fork that copies DYING copies the record too. */
+       the record is in memory first, so the child of a fork that copies
+       DYING copies the record too. */
     rcgc__sword_store_release(&h->ref_shared,
                               RCGC__SHARED_MERGED | RCGC__SHARED_DYING | RCGC__SHARED_ONE);
     h->type->finalize(rcgc__body(h));
     /* acq_rel: if the finalizer handed the object to another thread, its
-       later decrements are ordered before our teardown.  A resurrected
-       object loses DYING in the same CAS that drops our reference, so no
-       other thread can release it between the two. */
+       later decrements are ordered before our teardown.  Not resurrected:
+       our reference goes, and the object stays DYING at 0, ours to tear
+       down.  Resurrected: DYING goes first, with our reference kept, so
+       no other thread can release the object before the record is gone;
+       then our reference goes as any decrement's (at zero the object is
+       released again, and FINALIZED keeps the finalizer from running
+       twice). */
     s = rcgc__sword_load_relaxed(&h->ref_shared);
     do {
         n = s - RCGC__SHARED_ONE;
         if ((n >> RCGC__SHARED_SHIFT) > 0 || (n & RCGC__SHARED_IMMORTAL))
-            n &= ~RCGC__SHARED_DYING;
+            n = s & ~RCGC__SHARED_DYING;
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
-    return !(n & RCGC__SHARED_DYING);
+    if (n & RCGC__SHARED_DYING)
+        return false;
+    th->finalizing = NULL;
+    rcgc_decref(rcgc__body(h));
+    return true;
 }
 
 /* The object is torn down: account for it and let its memory go, unless a
@@ -235,14 +251,10 @@ void rcgc__release(rcgc__header *h)
             rcgc__weakrefs_clear(h, &pending);
         if (type->finalize != NULL &&
             !(rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_FINALIZED)) {
-            /* DYING from here until it is resurrected or its weak
-               references are cleared: a fork's child, in which this thread
-               is gone, finds h here and takes DYING off (fork.c). */
-            th->finalizing = h;
-            resurrected = finalize(h);
+            resurrected = finalize(th, h);
             if (!resurrected && rcgc__has_weakrefs(h))
                 rcgc__weakrefs_clear(h, &pending);
-            th->finalizing = NULL;
+            th->finalizing = NULL;      /* (finalize) */
         }
         if (pending != NULL)
             rcgc__weakrefs_run(pending);

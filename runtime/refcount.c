@@ -262,43 +262,51 @@ uint32_t rcgc__merge_begin(rcgc__header *h, intptr_t *sp)
 }
 
 /* Publishes MERGED with the count: the local count that rcgc__merge_begin
-   took, the shared word's and extra. */
+   took, the shared word's and extra.  The thread's record goes just
+   before each CAS, and comes back if it fails: once MERGED is published
+   another thread may free the object, and a fork's child must not then
+   write to it.  (A fork between the two leaves the object as before the
+   record existed: see fork.c.) */
 intptr_t rcgc__merge_end(rcgc__header *h, intptr_t s, uint32_t local, intptr_t extra)
 {
     rcgc__thread *th = rcgc__tls_thread;
     intptr_t n, count;
     bool buffered = false;
 
-    do {
+    for (;;) {
         if (s & RCGC__SHARED_IMMORTAL) {
             n = s | RCGC__SHARED_MERGED;
             count = 1;
-            continue;
-        }
-        if (s & RCGC__SHARED_MERGED) {
-            /* The owner merged at zero first (I3: our entry's reference is
-               still in the count); local was already folded in. */
-            count = shared_count(s) + extra;
         } else {
-            count = shared_count(s) + (intptr_t)local + extra;
+            if (s & RCGC__SHARED_MERGED) {
+                /* The owner merged at zero first (I3: our entry's reference
+                   is still in the count); local was already folded in. */
+                count = shared_count(s) + extra;
+            } else {
+                count = shared_count(s) + (intptr_t)local + extra;
+            }
+            if (count < 0)
+                rcgc__fatal("rcgc_decref", "reference count below zero", rcgc__body(h));
+            if (count > 0 && extra < 0 && !buffered) {
+                /* A decrement that leaves it alive: a candidate root,
+                   buffered while the reference we are dropping still
+                   holds it. */
+                rcgc__maybe_buffer(h, rcgc__body(h));
+                buffered = true;
+            }
+            n = (count << RCGC__SHARED_SHIFT) |
+                (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED |
+                carry_flags(s);
         }
-        if (count < 0)
-            rcgc__fatal("rcgc_decref", "reference count below zero", rcgc__body(h));
-        if (count > 0 && extra < 0 && !buffered) {
-            /* A decrement that leaves it alive: a candidate root, buffered
-               while the reference we are dropping still holds it. */
-            rcgc__maybe_buffer(h, rcgc__body(h));
-            buffered = true;
-        }
-        n = (count << RCGC__SHARED_SHIFT) |
-            (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED |
-            carry_flags(s);
+        if (th != NULL)
+            th->merging = NULL;
         /* acq_rel: release publishes the cleared owner and local count to
            whoever reads MERGED. */
-    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
-    if (th != NULL)
-        th->merging = NULL;
-    return count;
+        if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n))
+            return count;
+        if (th != NULL)
+            th->merging = h;
+    }
 }
 
 /*

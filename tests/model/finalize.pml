@@ -52,9 +52,11 @@
  * word MERGED 0 (not DYING) releases the object: unless FINALIZED, it
  * sets FINALIZED, makes the word MERGED | DYING | 1 (its own reference for
  * the finalizer's duration), runs the finalizer, and drops that reference
- * by a CAS that clears DYING if the count stays above zero (resurrected:
- * the teardown stops); else the slot is cleared, the reference dropped,
- * the memory freed.  Releases are a list, drained by a loop, as in C.
+ * by a CAS that, if the count stays above zero, clears DYING and keeps that
+ * reference, which then goes as any decrement (resurrected: the teardown
+ * stops, and starts again, without the finalizer, if that decrement was
+ * the last); else the slot is cleared, the reference dropped, the memory
+ * freed.  Releases are a list, drained by a loop, as in C.
  *
  * Encoding: sh[o] = count * ONE | MERGED 2 | DYING 8 | SCAN 16 | DIRTY 32,
  * as in include/rcgc/biased.h (QUEUED and IMMORTAL do not occur).  A
@@ -188,11 +190,15 @@ inline drain_releases(rel, o, old, t, s)
                 ACCESS(o);
                 s = sh[o] - ONE;
                 if
-                :: CNT(s) > 0 -> s = s & ~DYING
+                :: CNT(s) > 0 -> s = sh[o] & ~DYING   /* ours stays, for now */
                 :: else -> skip
                 fi;
                 sh[o] = s
-            }
+            };
+            if
+            :: !(s & DYING) -> decref(o, rel)      /* ours: at zero, released again */
+            :: else -> skip
+            fi
         :: else -> s = DYING
         fi;
         if
