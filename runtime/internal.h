@@ -258,6 +258,7 @@ static inline bool rcgc__shared_owes(intptr_t s)
            s < 0;
 }
 void     rcgc__settle_debt(rcgc__header *h);
+void     rcgc__make_entry(rcgc__header *h);   /* after a CAS that set QUEUED */
 intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra);
 uint32_t rcgc__merge_begin(rcgc__header *h, intptr_t *sp);
 intptr_t rcgc__merge_end(rcgc__header *h, intptr_t s, uint32_t local, intptr_t extra);

@@ -122,11 +122,38 @@ static inline intptr_t carry_flags(intptr_t s)
     return (s & RCGC__SHARED_SCAN) ? RCGC__SHARED_DIRTY : 0;
 }
 
-/* Our CAS set QUEUED on an unmerged, unqueued word: the entry goes to the
-   owner the word names (no merge can have cleared it: I2). */
-static void make_entry(rcgc__header *h)
+/*
+ * Our CAS set QUEUED on an unmerged, unqueued word: the entry, which holds
+ * the reference the CAS added, goes to the owner the word names.
+ *
+ * Or the owner word already reads no owner: a merge has begun (the owner's
+ * at its last local reference, or one on its behalf), which clears the
+ * owner word before its CAS.  Nothing stops that between our CAS and our
+ * read: once our CAS is made, another thread may increment (it need not
+ * wait for us) and hand the owner a reference counted on the shared word,
+ * which the owner drops from its local count, reaching its last one (the
+ * litmus of tests/model/rcgc.pml, -DLITMUS_DEBT, found it).  That merge,
+ * made or still to come, counts our entry's reference and clears QUEUED,
+ * so there is no queue to push to, and a merge of our own, on behalf of
+ * tid 0, would run beside it (I4).  The entry's reference goes as the
+ * inline decrement would drop it: a fetch_sub, released if it was the
+ * last of a merged word; an unmerged word is left to the merge under way,
+ * which reads it after our fetch_sub.  DEFERRED first, as for an entry:
+ * a debtor may still be about to read the word (rule 1).
+ */
+void rcgc__make_entry(rcgc__header *h)
 {
-    rcgc__queue_to_owner(h, owner_tid(rcgc__word_load_relaxed(&h->owner)));
+    uintptr_t tid = owner_tid(rcgc__word_load_relaxed(&h->owner));
+    intptr_t old;
+
+    if (__builtin_expect(tid != 0, 1)) {
+        rcgc__queue_to_owner(h, tid);
+        return;
+    }
+    rcgc__defer_memory(rcgc__body(h));
+    old = rcgc__sword_fetch_add_acq_rel(&h->ref_shared, -RCGC__SHARED_ONE);
+    if (!rcgc__shared_sub_is_plain(old))
+        rcgc__decref_sub_done(rcgc__body(h), old);
 }
 
 /* Owner increment at UINT32_MAX: spill half into the shared count. */
@@ -153,11 +180,12 @@ void rcgc__incref_owner_spill(void *obj)
  * the entry carries that reference, and the debtor's own CAS, when it
  * comes, finds QUEUED and stands.  Until then our fetch_add has hidden the
  * debt (the word may read 0 or more), so we return only once the entry
- * exists, holding the reference we took; and no merge can have cleared
- * the owner word meanwhile (I2): an owner merges only at its last local
- * reference, which a debt and our reference keep it from reaching, or at
- * an entry, which no one has made.  No wait: the debtor may be preempted,
- * or gone (a fork copies only the forking thread).
+ * exists, holding the reference we took.  If the debtor's CAS (or
+ * another's) came first, we return at once, and may hand our references
+ * to the owner before the debtor reads the owner word: rcgc__make_entry
+ * copes with an owner that has begun to merge by then.  No wait: the
+ * debtor may be preempted, or gone (a fork copies only the forking
+ * thread).
  */
 void rcgc__settle_debt(rcgc__header *h)
 {
@@ -169,7 +197,7 @@ void rcgc__settle_debt(rcgc__header *h)
     } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
                                       (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
                                           carry_flags(s)));
-    make_entry(h);
+    rcgc__make_entry(h);
 }
 
 /* The shared count reached the saturation bound: clamp it and make the
@@ -457,7 +485,7 @@ void rcgc__decref_shared_slow(void *obj)
         rcgc__maybe_buffer(h, obj);
         n = s | RCGC__SHARED_QUEUED | carry_flags(s);
         if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n)) {
-            make_entry(h);
+            rcgc__make_entry(h);
             return;
         }
     }
@@ -565,7 +593,7 @@ void rcgc__decref_sub_done(void *obj, intptr_t old)
                component. */
             n = (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED | carry_flags(s);
         } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s, n));
-        make_entry(h);
+        rcgc__make_entry(h);
         return;
     }
     if (count <= 0) {
@@ -611,7 +639,7 @@ bool rcgc__try_incref(rcgc__header *h)
             if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
                                         (s + 2 * RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
                                             carry_flags(s))) {
-                make_entry(h);
+                rcgc__make_entry(h);
                 return true;
             }
             continue;
@@ -656,7 +684,7 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
                 if (rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
                                             ((s + 2 * RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED |
                                              RCGC__SHARED_SCAN) & ~RCGC__SHARED_DIRTY)) {
-                    make_entry(h);
+                    rcgc__make_entry(h);
                     break;
                 }
                 continue;

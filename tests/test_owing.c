@@ -340,6 +340,61 @@ static void case_count(void)
     is_uint(n_finalized(), 1, "count: finalized once");
 }
 
+/* ---- merging: the entry meets an owner word that a merge has cleared ----
+
+   The debtor (played by A) drops a reference counted in A's local count:
+   -1, OWING.  B lifts the word to 0 by its fetch_add, and the debtor's
+   CAS, first to the word, makes it 1 | QUEUED, so B's settle_debt finds
+   QUEUED and returns, and B may hand A its references (one in A's local
+   count, one on the shared word).  A drops all it holds from its local
+   count and, at the last, begins its merge (owner word and local count
+   cleared), and the debtor's make_entry reads no owner before A's CAS.
+   It must drop the entry's reference and leave the rest to A's merge; a
+   merge of its own (on behalf of tid 0, as before) would run beside A's
+   and count the object twice: A's merge aborts, "below zero" (found by
+   tests/model/rcgc.pml's litmus, -DLITMUS_DEBT). */
+static void case_merging(void)
+{
+    void *x = rcgc_new(&cell_type);
+    rcgc__header *h;
+    rcgc__thread *th = rcgc__tls_thread;
+    size_t queued;
+    intptr_t s, s0, count;
+    uint32_t local;
+
+    TAP_REQUIRE(x != NULL, "rcgc_new");
+    h = rcgc__hdr(x);
+    __atomic_store_n(&finalized, 0, __ATOMIC_RELAXED);
+    rcgc_incref(x);
+    rcgc_incref(x);                /* local 3: A's, the debtor's, B's */
+    debt(x);                       /* the debtor's fetch_sub */
+    ok(rcgc__shared_owes(shared_word(x)), "merging: the word is OWING");
+    __atomic_fetch_add(&h->ref_shared.v, RCGC__SHARED_ONE, __ATOMIC_RELAXED);  /* B's */
+    s = shared_word(x);
+    ok(__atomic_compare_exchange_n(&h->ref_shared.v, &s,
+                                   (s + RCGC__SHARED_ONE) | RCGC__SHARED_QUEUED, 0,
+                                   __ATOMIC_ACQ_REL, __ATOMIC_RELAXED),
+       "merging: the debtor's CAS sets QUEUED");
+    rcgc__settle_debt(h);          /* B's: finds QUEUED */
+    queued = th->merge_queue_len;
+    rcgc_decref(x);
+    rcgc_decref(x);                /* A's local count: 1, B's references dropped */
+    local = rcgc__merge_begin(h, &s0);
+    ok(local == 1 && (rcgc__word_load_relaxed(&h->owner) & ~RCGC__OWNER_FLAGS) == 0,
+       "merging: A's merge has cleared the owner word");
+    rcgc__make_entry(h);           /* the debtor's, reading no owner */
+    s = shared_word(x);
+    ok(!(s & RCGC__SHARED_MERGED) && (s >> RCGC__SHARED_SHIFT) == 0 &&
+           th->merge_queue_len == queued,
+       "merging: the entry's reference went by a decrement; nothing queued (%#lx)",
+       (unsigned long)s);
+    count = rcgc__merge_end(h, s0, local, -1);   /* its CAS fails once */
+    is_int((int)count, 0, "merging: A's merge finds the last reference gone");
+    is_uint(n_finalized(), 0, "merging: not finalized before A releases it");
+    rcgc__release(h);
+    is_uint(n_finalized(), 1, "merging: finalized once");
+}
+
 int main(void)
 {
     peer b = { 0 }, c = { 0 };
@@ -352,6 +407,7 @@ int main(void)
     case_load(&b);
     case_collect(&c);
     case_count();
+    case_merging();
 
     peer_ask(&b, REQ_EXIT);
     peer_ask(&c, REQ_EXIT);

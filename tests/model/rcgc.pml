@@ -70,6 +70,11 @@
  *   owing_drops    the same heap, K1 = 2, K2 = 1, decrements only (OPS 1):
  *                  T1 drops o2 and o0 while the collection runs: ~9.1 M
  *                  states (0 errors)
+ *   debt           -DLITMUS_DEBT: three threads and one object, no
+ *                  collector (see "rule 2's litmus" at the end): a debt
+ *                  lifted by another thread's increment, whose references
+ *                  then go back through the owner's local count: ~5.9 k
+ *                  states (0 errors)
  * Every seeded bug below is run at the configuration named with it.
  *
  * Encoding (follows include/rcgc/biased.h):
@@ -110,8 +115,11 @@
  *                      produced MERGED 0 without DYING; unmerged count > 0 or
  *                      QUEUED -> CAS count-1; else CAS | QUEUED once, then
  *                      rcgc__queue_to_owner (the entry holds the reference).
- *   queue_to_owner     thread.c rcgc__queue_to_owner: DEFERRED (dfr[o]),
- *                      then under the owner's
+ *   queue_to_owner     refcount.c rcgc__make_entry and thread.c
+ *                      rcgc__queue_to_owner: DEFERRED (dfr[o]) and the
+ *                      owner word read; no owner (a merge has begun): the
+ *                      entry's reference goes by fetch_sub, released at a
+ *                      merged 1; else under the owner's
  *                      bucket lock (lk[tid]), push on the owner's queue
  *                      (inq[o] = tid), or, the owner gone, merge on its behalf
  *                      (rcgc__merge_counts(h, -1)) and release at 0.
@@ -345,17 +353,26 @@
  *                      pass the Delta-test and are freed; T1's CAS then
  *                      makes an entry for a freed object, whose memory is
  *                      gone (A3).
- *   BUG_HIDE_DEBT      (owing) increments neither make an OWING word's
- *                      entry nor wait for it (rule 2).  NOT caught here:
- *                      both harms need a reference taken over the debt to
- *                      go back through the owner's local count, or a
- *                      garbage component around the object while its
- *                      debtor is preempted, more operations than this
- *                      configuration has; test_owing checks each entry
- *                      deterministically (with them removed, the words it
- *                      checks stay unqueued).
- *                      run_model.sh hide_debt expects 0 errors and is not a
- *                      ctest.
+ *   BUG_HIDE_DEBT      (debt: -DLITMUS_DEBT) increments neither make an
+ *                      OWING word's entry nor wait for it (rule 2).  Trail:
+ *                      T1's drop of o2 leaves the word OWING; T3's
+ *                      rcgc_incref lifts it to 0 with no entry; T3 hands its
+ *                      two references to T2, whose last local drop merges
+ *                      at 0 and frees o2 at once (not DEFERRED); T1's CAS
+ *                      then reads reclaimed memory (A3).  The main heap's
+ *                      configurations do not catch it: there a reference
+ *                      taken over the debt never goes back through the
+ *                      owner's local count (the collector's pins go back
+ *                      by its own decrements, slots make what leaves them
+ *                      DEFERRED), hence the litmus.
+ *   BUG_MERGE_NO_OWNER (debt) an entry whose owner word reads no owner is
+ *                      merged by its maker on behalf of tid 0, as the C
+ *                      code did until the fifteenth session.  Trail: T1's
+ *                      CAS makes the entry; T3's increment finds QUEUED,
+ *                      returns and hands its references to T2, whose last
+ *                      local drop begins its merge (owner word cleared);
+ *                      T1 reads no owner and merges too, beside T2: the
+ *                      object is counted twice, T2's merge finds -1 (A4).
  *   Any bug's configuration can be changed with -D on the spin command line.
  *
  * Reachability probes: -DPROBE_OWE fails at the first CAS that makes an
@@ -551,20 +568,39 @@ inline queue_to_owner(o)
 #else
     d_step { TOUCH(o); q_t = OWNER_TID(ow[o]) }
 #endif
-    /* the bucket lock; a push is the whole critical section */
-    atomic {
-        lk[q_t] == 0 ->
-        if
-        :: q_t != 0 && !(gonem & BIT(q_t)) -> inq[o] = q_t; q_t = 255
-        :: else -> lk[q_t] = me
-        fi
-    }
     if
-    :: q_t == 255 -> skip
+#ifndef BUG_MERGE_NO_OWNER
+    :: q_t == 0 ->
+       /* make_entry: the owner word reads no owner, so a merge under way or
+          made counts the entry's reference and clears QUEUED; the entry's
+          reference goes by fetch_sub, released at a merged 1 */
+       d_step {
+           TOUCH(o);
+           m_s = sh[o]; sh[o] = m_s - ONE;
+           m_c = (((m_s & MERGED) && CNT(m_s) == 1 && !(m_s & DYING)) -> 1 : 0);
+           m_s = 0
+       }
+       if :: m_c == 1 -> release(o) :: else fi;
+       m_c = 0
     :: else ->
-       merge_counts(o, -1);
-       lk[q_t] = 0;
-       if :: m_c == 0 -> release(o) :: else fi
+#else
+    :: true ->
+#endif
+       /* the bucket lock; a push is the whole critical section */
+       atomic {
+           lk[q_t] == 0 ->
+           if
+           :: q_t != 0 && !(gonem & BIT(q_t)) -> inq[o] = q_t; q_t = 255
+           :: else -> lk[q_t] = me
+           fi
+       }
+       if
+       :: q_t == 255 -> skip
+       :: else ->
+          merge_counts(o, -1);
+          lk[q_t] = 0;
+          if :: m_c == 0 -> release(o) :: else fi
+       fi
     fi
 }
 
@@ -1450,6 +1486,76 @@ proctype collector()
     assert(dead[0] && dead[1] && dead[2])
 }
 
+#ifdef LITMUS_DEBT
+/* ---- rule 2's litmus (run_model.sh debt; hide_debt, merge_no_owner) ----------
+
+   refcount.c, "Decrements by fetch_sub", rule 2: an increment that lifts
+   an OWING word makes the queue entry.  T2 owns o2, with three references
+   in its local count: its own, T1's and T3's (tid 3: no collector runs
+   here).  T1 drops its reference by fetch_sub, below zero (OWING), and
+   makes the entry at its later CAS (owe).  T3 takes a second reference by
+   rcgc_incref and hands both of its references to T2 by plain memory (a
+   message, as a C program may: no slot, so nothing is made DEFERRED); T2
+   drops the three it holds, its safepoints free to come anywhere.  Had
+   T3's increment lifted T1's debt without the entry, T2's last drop would
+   merge the count at 0 and free o2's memory at once, while T1 has yet to
+   make its CAS on o2's word (A3).  And when T1's CAS comes first, T3
+   returns at once, and T2's last drop may begin its merge before T1
+   reads the owner word for its entry: T1 finds no owner
+   (BUG_MERGE_NO_OWNER).  Objects o0 and o1 take no part. */
+bit handed;                     /* T3 -> T2: two references, by plain memory */
+
+proctype debtor()               /* T1 */
+{
+    TEMPS;
+    byte me = 1;
+
+    rcgc_decref(2);
+    release_all();
+    atomic { RESET_TEMPS };
+    detach()
+}
+
+proctype helper()               /* T3 */
+{
+    TEMPS;
+    byte me = 3;
+
+    rcgc_incref(2);
+    atomic {
+        hold[3*NO+2] = 0; hold[2*NO+2] = hold[2*NO+2] + 2; handed = 1;
+        RESET_TEMPS
+    };
+    atomic { online = online & ~BIT(me); QUIESCE }     /* owns nothing: no queue */
+}
+
+proctype owner()                /* T2 */
+{
+    TEMPS;
+    byte me = 2;
+
+    do
+    :: handed && HELD(2) -> rcgc_decref(2); release_all(); atomic { RESET_TEMPS }
+    :: safepoint()
+    :: handed && !HELD(2) -> break
+    od;
+    detach()
+}
+
+init {
+    atomic {
+        ow[2] = TIDW(2); lc[2] = 3; sh[2] = 0;
+        hold[1*NO+2] = 1; hold[2*NO+2] = 1; hold[3*NO+2] = 1;
+        dead[0] = 1; dead[1] = 1;
+        online = BIT(1) | BIT(2) | BIT(3);
+        run debtor();
+        run owner();
+        run helper()
+    }
+    (gonem & 6) == 6 && !(online & BIT(3));
+    assert(dead[2])             /* every reference went: released */
+}
+#else
 init {
     atomic {
         /* T1 owns o0, o1; T2 owns o2.  T1 holds o0 and o1, T2 holds o2.
@@ -1473,3 +1579,4 @@ init {
         run collector()
     }
 }
+#endif
