@@ -139,7 +139,10 @@ static inline intptr_t carry_flags(intptr_t s)
  * inline decrement would drop it: a fetch_sub, released if it was the
  * last of a merged word; an unmerged word is left to the merge under way,
  * which reads it after our fetch_sub.  DEFERRED first, as for an entry:
- * a debtor may still be about to read the word (rule 1).
+ * a debtor may still be about to read the word (rule 1).  Only an entry
+ * made by a decrement can be the last reference here; an increment, a
+ * try-increment or a pin still holds the reference it took, so a weak
+ * upgrade under its stripe's lock releases nothing.
  */
 void rcgc__make_entry(rcgc__header *h)
 {
