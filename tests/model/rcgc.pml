@@ -19,6 +19,8 @@
  *     held|NULL), 8 rcgc_ref_exchange(held.s, held|NULL),
  *     16 rcgc_weakref_get(w), w the one weak reference, made before any
  *     thread runs, to object WEAK - 1 (-DWEAK=1: o0, 3: o2; 0: none),
+ *     32 give a held reference to the other mutator (plain memory, as a
+ *     C program may pass a pointer with its reference), until it exits,
  * and may take a safepoint (rcgc_safepoint) between any two operations.
  * Then it drops every reference it holds and detaches (rcgc_thread_detach).
  * The collector runs NCOLL (default 1) collections concurrently with the
@@ -70,6 +72,13 @@
  *   owing_drops    the same heap, K1 = 2, K2 = 1, decrements only (OPS 1):
  *                  T1 drops o2 and o0 while the collection runs: ~9.1 M
  *                  states (0 errors)
+ *   owing_give     (not in CI) the owing heap, K1 = 2, K2 = 1, decrements,
+ *                  loads and gifts (OPS 35: a held reference moved to the
+ *                  other mutator by plain memory, no count changed): ~63 M
+ *                  states in 2 minutes (0 errors); with K1 = K2 = 2, ~294 M
+ *                  in 9 minutes (0 errors).  Two mutators cannot make the
+ *                  debt litmus's moment (the debtor would have to give),
+ *                  so BUG_MERGE_NO_OWNER passes here too.
  *   debt           -DLITMUS_DEBT: three threads and one object, no
  *                  collector (see "rule 2's litmus" at the end): a debt
  *                  lifted by another thread's increment, whose references
@@ -395,7 +404,8 @@
 #define K2 K            /* T2's operations */
 #endif
 #ifndef OPS
-#define OPS 15          /* operation kinds: 1 decref, 2 load, 4 store, 8 exchange */
+#define OPS 15          /* operation kinds: 1 decref, 2 load, 4 store, 8 exchange,
+                           16 weak upgrade, 32 give (to the other mutator) */
 #endif
 #ifndef NCOLL
 #define NCOLL 1
@@ -459,6 +469,9 @@ byte gpw[NO];           /* threads that must pass a quiescent state before recla
 byte hold[4 * NO];      /* references held by thread t (collector: its pins) */
 bit  dead[NO];          /* release decided */
 bit  cdone;             /* the collector's concurrent collections are over */
+#if (OPS & 32)
+byte exiting;           /* bit t: mutator t has left its operations */
+#endif
 byte wref = WEAK;       /* the weak reference's referent + 1; 0 once cleared */
 byte wlk;               /* its stripe lock: the holder's tid, 0 free */
 bit  wnull;             /* ghost: an rcgc_weakref_get has returned NULL */
@@ -1072,9 +1085,16 @@ proctype mutator(byte me)
            :: (OPS & 4) -> op = 2; PICKJ; PICKV
            :: (OPS & 8) -> op = 3; PICKJ; PICKV
            :: (OPS & 16) -> op = 4
+#if (OPS & 32)
+           :: !(exiting & BIT(3 - me)) ->
+              /* give: one reference to the other mutator, by plain memory
+                 (no count changes, no slot) */
+              op = 5; hold[me*NO+o]--; hold[(3-me)*NO+o]++
+#endif
            fi
        }
        if
+       :: op == 5 -> skip
        :: op == 0 -> rcgc_decref(o)
        :: op == 1 -> ref_load(o, j); l_v = 0
        :: op == 2 -> ref_store(o, j, v)
@@ -1086,6 +1106,9 @@ proctype mutator(byte me)
     :: safepoint()
     :: ops == kops || !(HELD(0) || HELD(1) || HELD(2)) -> break
     od;
+#if (OPS & 32)
+    exiting = exiting | BIT(me);        /* no more gifts to us */
+#endif
     /* exit: drop every reference, then detach */
 #ifndef EXIT_CONCURRENT
     /* the exit phase waits, at safepoints, for the concurrent collections
