@@ -26,6 +26,14 @@
  * yet made the queue entry its CAS would make; in the child another
  * thread increments the object without waiting for D, which is gone.
  *
+ * inside a merge: M has begun a merge of its object's counts (owner word
+ * and local count cleared) and not yet made its CAS; the child finishes
+ * it, so the count reads right and the word is merged.
+ *
+ * inside a finalizer: F's finalizer has stored its object into a slot and
+ * made a weak reference to it, and has not returned; the child takes
+ * DYING off the object, so a load and an upgrade return it.
+ *
  * after shutdown: a child of a process whose runtime was shut down can
  * start its own.
  *
@@ -617,6 +625,37 @@ static void under_churn(void)
 
 /* ---- inside an OWING window ------------------------------------------------ */
 
+/* ---- a thread stopped part-way --------------------------------------------- */
+
+/* The stopped thread waits offline for *go, so that no grace period waits
+   for it (a test's liberty where a real thread would be online). */
+static void stop_offline(int *go)
+{
+    rcgc_blocking_begin();
+    while (!flag(go))
+        sched_yield();
+    rcgc_blocking_end();
+}
+
+/* Runs fn on a new thread, waits for it to set *stopped, forks (the child
+   runs child and makes `points` checks), then lets the thread go on and
+   joins it. */
+static void fork_while_stopped(const char *name, void *(*fn)(void *), int *stopped, int *go,
+                               void (*child)(void *), int points)
+{
+    pthread_t t;
+
+    if (pthread_create(&t, NULL, fn, NULL) != 0)
+        bail_out("pthread_create");
+    while (!flag(stopped))
+        sched_yield();
+    fork_and_check(name, child, NULL, points);
+    flag_set(go);
+    rcgc_blocking_begin();
+    pthread_join(t, NULL);
+    rcgc_blocking_end();
+}
+
 /* D drops a reference by the fetch_sub the inline rcgc_decref makes, which
    leaves the word OWING (refcount.c, "Decrements by fetch_sub"), and stops
    before its CAS while the main thread forks.  In the child D is gone:
@@ -644,13 +683,7 @@ static void *debtor_main(void *arg)
     debt_old = __atomic_fetch_sub(&rcgc__hdr(owing_obj)->ref_shared.v, RCGC__SHARED_ONE,
                                   __ATOMIC_RELEASE);
     flag_set(&debt_made);
-    /* Offline, so that no grace period waits for us (a test's liberty: a
-       real debtor stays online until its CAS; no one else queues the
-       object meanwhile). */
-    rcgc_blocking_begin();
-    while (!flag(&debt_go))
-        sched_yield();
-    rcgc_blocking_end();
+    stop_offline(&debt_go);         /* no one else queues the object meanwhile */
     rcgc__decref_sub_done(owing_obj, debt_old);     /* the CAS */
     rcgc_thread_detach();
     return NULL;
@@ -697,25 +730,14 @@ static void owing_child(void *arg)
 
 static void inside_an_owing_window(void)
 {
-    pthread_t d;
-
     if (rcgc_init(NULL) != 0)
         bail_out("rcgc_init");
     owing_obj = rcgc_new(&owing_type);
     if (owing_obj == NULL)
         bail_out("rcgc_new");
     rcgc_incref(owing_obj);         /* local 2: one is D's to drop */
-    if (pthread_create(&d, NULL, debtor_main, NULL) != 0)
-        bail_out("pthread_create");
-    while (!flag(&debt_made))
-        sched_yield();
-
-    fork_and_check("inside an OWING window", owing_child, NULL, 4);
-
-    flag_set(&debt_go);
-    rcgc_blocking_begin();
-    pthread_join(d, NULL);
-    rcgc_blocking_end();
+    fork_while_stopped("inside an OWING window", debtor_main, &debt_made, &debt_go,
+                       owing_child, 4);
     rcgc_safepoint();               /* D's entry, if it is queued to us */
     ok(count_of(&fin_owing) == 0, "inside an OWING window: parent: alive once D makes its entry");
     rcgc_decref(owing_obj);
@@ -759,10 +781,7 @@ static void *merging_main(void *arg)
     rcgc_incref(merge_obj);        /* the main thread's, in our local count */
     local = rcgc__merge_begin(rcgc__hdr(merge_obj), &s);
     flag_set(&merge_begun);
-    rcgc_blocking_begin();
-    while (!flag(&merge_go))
-        sched_yield();
-    rcgc_blocking_end();
+    stop_offline(&merge_go);
     rcgc__merge_end(rcgc__hdr(merge_obj), s, local, 0);
     rcgc_decref(merge_obj);        /* ours */
     rcgc_thread_detach();
@@ -785,21 +804,9 @@ static void merge_child(void *arg)
 
 static void inside_a_merge(void)
 {
-    pthread_t m;
-
     if (rcgc_init(NULL) != 0)
         bail_out("rcgc_init");
-    if (pthread_create(&m, NULL, merging_main, NULL) != 0)
-        bail_out("pthread_create");
-    while (!flag(&merge_begun))
-        sched_yield();
-
-    fork_and_check("inside a merge", merge_child, NULL, 2);
-
-    flag_set(&merge_go);
-    rcgc_blocking_begin();
-    pthread_join(m, NULL);
-    rcgc_blocking_end();
+    fork_while_stopped("inside a merge", merging_main, &merge_begun, &merge_go, merge_child, 2);
     ok(rcgc_refcount(merge_obj) == 1 && count_of(&fin_merge) == 0,
        "inside a merge: parent: merged by M, alive on the main thread's reference");
     rcgc_decref(merge_obj);
@@ -828,10 +835,7 @@ static void stopping_finalize(void *obj)
     rcgc_ref_store(&fin_slot, obj);
     fin_weak = rcgc_weakref_new(obj, NULL, NULL);
     flag_set(&fin_in);
-    rcgc_blocking_begin();
-    while (!flag(&fin_go))
-        sched_yield();
-    rcgc_blocking_end();
+    stop_offline(&fin_go);
 }
 
 static const rcgc_type stopping_type = { "fork_stopping", 16, NULL, stopping_finalize, 0 };
@@ -849,6 +853,23 @@ static void *finalizing_main(void *arg)
     return NULL;
 }
 
+/* X's weak reference upgraded: a new reference, or NULL. */
+static void *fin_upgrade(void)
+{
+    return fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+}
+
+/* Drops x and y (X, loaded and upgraded) and the slot's reference, then
+   upgrades again: X if it lives on. */
+static void *fin_let_go(void *x, void *y)
+{
+    rcgc_decref(y);
+    rcgc_decref(x);
+    rcgc_ref_store(&fin_slot, NULL);
+    rcgc_safepoint();
+    return fin_upgrade();
+}
+
 static void finalizing_child(void *arg)
 {
     void *x, *y;
@@ -856,13 +877,9 @@ static void finalizing_child(void *arg)
     (void)arg;
     x = rcgc_ref_load(&fin_slot);  /* the alarm, if it waits for F */
     report(x != NULL, "a load from the slot the finalizer filled returns its object");
-    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    y = fin_upgrade();
     report(y != NULL && y == x, "the weak reference's upgrade returns it");
-    rcgc_decref(y);
-    rcgc_decref(x);
-    rcgc_ref_store(&fin_slot, NULL);
-    rcgc_safepoint();
-    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    y = fin_let_go(x, y);
     report(y != NULL && count_of(&fin_stopping) == 1,
            "alive on the gone thread's reference once the slot lets go; finalized once (%u)",
            count_of(&fin_stopping));
@@ -873,32 +890,18 @@ static void finalizing_child(void *arg)
 
 static void inside_a_finalizer(void)
 {
-    pthread_t f;
     uint64_t live0;
     void *x, *y;
 
     if (rcgc_init(NULL) != 0)
         bail_out("rcgc_init");
     live0 = live_now();
-    if (pthread_create(&f, NULL, finalizing_main, NULL) != 0)
-        bail_out("pthread_create");
-    while (!flag(&fin_in))
-        sched_yield();
-
-    fork_and_check("inside a finalizer", finalizing_child, NULL, 3);
-
-    flag_set(&fin_go);
-    rcgc_blocking_begin();
-    pthread_join(f, NULL);
-    rcgc_blocking_end();
+    fork_while_stopped("inside a finalizer", finalizing_main, &fin_in, &fin_go,
+                       finalizing_child, 3);
     x = rcgc_ref_load(&fin_slot);
-    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    y = fin_upgrade();
     ok(x != NULL && y == x, "inside a finalizer: parent: resurrected, in the slot and weakly");
-    rcgc_decref(y);
-    rcgc_decref(x);
-    rcgc_ref_store(&fin_slot, NULL);
-    rcgc_safepoint();
-    y = fin_weak != NULL ? rcgc_weakref_get(fin_weak) : NULL;
+    y = fin_let_go(x, y);
     ok(y == NULL && count_of(&fin_stopping) == 1 && live_now() == live0,
        "inside a finalizer: parent: freed at the slot's release, finalized once (%u)",
        count_of(&fin_stopping));
