@@ -25,7 +25,11 @@
  *            OWING (a test hook between the grace period and step 4, on A's
  *            own collection): the member counts as referenced from outside
  *            (rule 3), though its count, read as it is, would make its
- *            self-cycle garbage.
+ *            self-cycle garbage;
+ *   merging  the debtor's entry meets an owner word that the owner's merge
+ *            has cleared (B, having lifted the debt, found the debtor's
+ *            CAS made and handed A its references): the entry's reference
+ *            goes by a decrement, and A's merge alone decides.
  *
  * A hidden debt (an increment that neither waits nor makes the entry)
  * fails the QUEUED checks; an increment that waits for A fails them on
