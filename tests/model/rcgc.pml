@@ -68,9 +68,9 @@
  *                  o0.s0's reference to o2 was stored by T2 and T1 holds
  *                  o2 too, both counted in T2's local count, so drops of
  *                  them by T1 and by the collector go below zero (OWING),
- *                  at times two at once: ~61 M states (0 errors)
+ *                  at times two at once: ~62 M states (0 errors)
  *   owing_drops    the same heap, K1 = 2, K2 = 1, decrements only (OPS 1):
- *                  T1 drops o2 and o0 while the collection runs: ~9.1 M
+ *                  T1 drops o2 and o0 while the collection runs: ~9.3 M
  *                  states (0 errors)
  *   owing_give     (not in CI) the owing heap, K1 = 2, K2 = 1, decrements,
  *                  loads and gifts (OPS 35: a held reference moved to the
