@@ -253,6 +253,23 @@ intptr_t rcgc__merge_counts(rcgc__header *h, intptr_t extra)
     return rcgc__merge_end(h, s, local, extra);
 }
 
+/* I2: the owner word and the local count are cleared before MERGED is
+   published (gh-119999).  fetch_and keeps the collector's owner flags
+   (hole 4); only tracked objects have any, so the others take a plain
+   store (no other thread writes their owner word while we may merge).
+   Release: the merging thread's record (rcgc__merge_begin) is in memory
+   before the owner goes, so a fork's child that copies the one copies the
+   other; and a collector that reads local 0 also sees a DIRTY set
+   before. */
+static void clear_owner_local(rcgc__header *h)
+{
+    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
+        rcgc__word_fetch_and_acq_rel(&h->owner, RCGC__OWNER_FLAGS);
+    else
+        rcgc__word_store_release(&h->owner, 0);
+    rcgc__u32_store_release(&h->ref_local, 0);
+}
+
 /* Clears the owner word and the local count (I2), after DIRTY if the
    collector may be reading them; returns the local count, and the shared
    word read into *sp. */
@@ -276,18 +293,7 @@ uint32_t rcgc__merge_begin(rcgc__header *h, intptr_t *sp)
         s = rcgc__sword_fetch_or_acq_rel(&h->ref_shared, RCGC__SHARED_DIRTY) |
             RCGC__SHARED_DIRTY;
 
-    /* I2: clear the owner and the local count before MERGED is published
-       (gh-119999).  fetch_and keeps the collector's owner flags (hole 4);
-       only tracked objects have any, so the others take a plain store (no
-       other thread writes their owner word while we may merge).  Release:
-       the record above is in memory before the owner goes, so a fork's
-       child that copies the one copies the other. */
-    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
-        rcgc__word_fetch_and_acq_rel(&h->owner, RCGC__OWNER_FLAGS);
-    else
-        rcgc__word_store_release(&h->owner, 0);
-    /* Release: a collector that reads local 0 also sees the DIRTY above. */
-    rcgc__u32_store_release(&h->ref_local, 0);
+    clear_owner_local(h);
     *sp = s;
     return local;
 }
@@ -347,8 +353,9 @@ intptr_t rcgc__merge_end(rcgc__header *h, intptr_t s, uint32_t local, intptr_t e
  * and the word unmerged with no owner (I2), for good.  Finish the merge
  * here, as rcgc__merge_end would, without the gone thread's extra: the
  * reference it was dropping is one no one will drop, like everything it
- * held.  No collection is running (fork.c took collect_mutex), so no flag
- * needs setting.
+ * held (extra 0: nothing is buffered).  No collection is running (fork.c
+ * took collect_mutex), so no flag needs setting, and ours is the only
+ * thread.
  */
 void rcgc__merge_finish_gone(rcgc__header *h, uint32_t local)
 {
@@ -356,17 +363,8 @@ void rcgc__merge_finish_gone(rcgc__header *h, uint32_t local)
 
     if (s & RCGC__SHARED_MERGED)
         return;                     /* its CAS was made */
-    if (rcgc__u32_load_relaxed(&h->gc_bits) & RCGC__GC_TRACKED)
-        rcgc__word_fetch_and_acq_rel(&h->owner, RCGC__OWNER_FLAGS);
-    else
-        rcgc__word_store_release(&h->owner, 0);
-    rcgc__u32_store_release(&h->ref_local, 0);
-    if (s & RCGC__SHARED_IMMORTAL)
-        s |= RCGC__SHARED_MERGED;
-    else
-        s = ((shared_count(s) + (intptr_t)local) << RCGC__SHARED_SHIFT) |
-            (s & RCGC__SHARED_FLAGS & ~RCGC__SHARED_QUEUED) | RCGC__SHARED_MERGED;
-    rcgc__sword_store_release(&h->ref_shared, s);
+    clear_owner_local(h);
+    (void)rcgc__merge_end(h, s, local, 0);
 }
 
 /* A queue entry is merged: the entry's reference goes with it. */
