@@ -84,6 +84,10 @@
  *                  lifted by another thread's increment, whose references
  *                  then go back through the owner's local count: ~5.9 k
  *                  states (0 errors)
+ *   debt_try       the same litmus with -DLITMUS_TRY: the lifting
+ *                  reference taken by try_incref (a slot load's or a weak
+ *                  upgrade's CAS) instead of rcgc_incref: ~5.4 k states
+ *                  (0 errors)
  * Every seeded bug below is run at the configuration named with it.
  *
  * Encoding (follows include/rcgc/biased.h):
@@ -373,7 +377,10 @@
  *                      taken over the debt never goes back through the
  *                      owner's local count (the collector's pins go back
  *                      by its own decrements, slots make what leaves them
- *                      DEFERRED), hence the litmus.
+ *                      DEFERRED), hence the litmus.  hide_debt_try
+ *                      seeds it in try_incref's CAS (debt_try): T3's
+ *                      try-increment lifts the word to 0 with no entry,
+ *                      and the same trail ends in A3.
  *   BUG_MERGE_NO_OWNER (debt) an entry whose owner word reads no owner is
  *                      merged by its maker on behalf of tid 0, as the C
  *                      code did until the fifteenth session.  Trail: T1's
@@ -1544,7 +1551,15 @@ proctype helper()               /* T3 */
     TEMPS;
     byte me = 3;
 
+#ifndef LITMUS_TRY
     rcgc_incref(2);
+#else
+    /* -DLITMUS_TRY: the second reference by rcgc__try_incref, as a slot
+       load or a weak upgrade takes one: meeting the OWING word, its one
+       CAS carries the entry's reference too and it makes the entry itself */
+    try_incref(2);
+    assert(t_ok == 1);          /* T3's own reference keeps o2 alive */
+#endif
     atomic {
         hold[3*NO+2] = 0; hold[2*NO+2] = hold[2*NO+2] + 2; handed = 1;
         RESET_TEMPS

@@ -6,11 +6,11 @@
 #
 # NAME is a configuration of the real protocol (real, real_exchange,
 # real_rounds, real_truncate, owing, owing_drops, owing_give (not a ctest:
-# two minutes), debt, weak, weak_all;
+# two minutes), debt, debt_try, weak, weak_all;
 # buffers: buffers.pml; finalize, finalize_chain: finalize.pml),
 # which must verify with 0 errors, or a
 # seeded bug (merged_first, no_grace, plain_free, no_barrier, owner_store,
-# no_pin, no_defer_queue, owing_counted, hide_debt, merge_no_owner,
+# no_pin, no_defer_queue, owing_counted, hide_debt, hide_debt_try, merge_no_owner,
 # weak_plain, weak_late_clear; buffers_after, buffers_zombie_store,
 # buffers_no_zombie_free, buffers_no_consume, buffers_missed_twice;
 # finalize_no_recheck, finalize_recheck_count, finalize_twice,
@@ -78,6 +78,8 @@ case $name in
     owing_give)     defs=(-DK1=2 -DK2=1 -DOPS=35 -DHEAP_OWING);      expect=pass ;;
     debt)           defs=(-DLITMUS_DEBT);                            expect=pass ;;
     hide_debt)      defs=(-DLITMUS_DEBT -DBUG_HIDE_DEBT);            expect=fail ;;
+    debt_try)       defs=(-DLITMUS_DEBT -DLITMUS_TRY);               expect=pass ;;
+    hide_debt_try)  defs=(-DLITMUS_DEBT -DLITMUS_TRY -DBUG_HIDE_DEBT); expect=fail ;;
     merge_no_owner) defs=(-DLITMUS_DEBT -DBUG_MERGE_NO_OWNER);       expect=fail ;;
     weak)           defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1);          expect=pass ;;
     weak_all)       defs=(-DK=1 -DOPS=31 -DWEAK=1);                  expect=pass ;;
@@ -85,7 +87,7 @@ case $name in
     weak_late_clear) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_LATE_CLEAR); expect=fail ;;
     weak_null_on_dying) defs=(-DK1=2 -DK2=1 -DOPS=17 -DWEAK=1 -DBUG_WEAK_NULL_ON_DYING); expect=pass ;;
     *)
-        echo "usage: $0 real|real_exchange|real_rounds|real_truncate|owing|owing_drops|owing_give|debt|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|no_defer_queue|hide_debt|merge_no_owner|owing_counted|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice|finalize|finalize_chain|finalize_no_recheck|finalize_recheck_count|finalize_twice|finalize_keep_dying [WORKDIR]" >&2
+        echo "usage: $0 real|real_exchange|real_rounds|real_truncate|owing|owing_drops|owing_give|debt|debt_try|weak|weak_all|merged_first|no_grace|plain_free|no_barrier|owner_store|no_pin|no_defer_queue|hide_debt|hide_debt_try|merge_no_owner|owing_counted|weak_plain|weak_late_clear|no_dirty_merge|weak_null_on_dying|buffers|buffers_after|buffers_zombie_store|buffers_no_zombie_free|buffers_no_consume|buffers_missed_twice|finalize|finalize_chain|finalize_no_recheck|finalize_recheck_count|finalize_twice|finalize_keep_dying [WORKDIR]" >&2
         exit 2 ;;
 esac
 
