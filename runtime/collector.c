@@ -1056,29 +1056,82 @@ void rcgc__buffer_root(void *obj)
     if (!(rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED) &
           RCGC__OWNER_UNBUFFERED))
         return;
+    k = rcgc__roots_add_begin(th, h);
+    if (k != NULL)
+        rcgc__roots_add_end(th, h, k);
+}
+
+/* h leaves the buffers as it entered them, MISSED: for the collector to
+   find in the registry should no decrement come to buffer it again. */
+static void buffer_missed(rcgc__header *h)
+{
+    rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_MISSED);
+    rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
+    /* seq_cst, after the flag: a collection that takes the count finds
+       the flag. */
+    rcgc__u64_fetch_add_seq_cst(&missed, 1);
+}
+
+/* The records th->adding and th->adding_chunk name what a fork's child
+   must not lose while the slot is claimed (rcgc__roots_orphan): a chunk
+   of up to RCGC__ROOTS_CHUNK candidates that is in no other place, and h,
+   whose UNBUFFERED we cleared.  Each is written in the instruction after
+   the step that makes it ours.  No other thread reads them: the compiler
+   alone must keep them in order with the chunk's words (a fork's child
+   sees this thread's memory as the thread left it). */
+#define record_fence() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
+/* Hands over k, which th's claim holds: the records go first, since once
+   k is pushed a collection may take it, empty it and give it to another
+   thread.  (A fork between the two loses k: the residual.) */
+static void hand_over_claimed(rcgc__thread *th, rcgc__roots *k)
+{
+    th->adding = NULL;
+    th->adding_chunk = NULL;
+    record_fence();
+    hand_over(k);
+}
+
+rcgc__roots *rcgc__roots_add_begin(rcgc__thread *th, rcgc__header *h)
+{
+    rcgc__roots *k;
+
+    th->adding = h;
     k = roots_claim(th);
+    th->adding_chunk = k;
+    record_fence();
     if (k == NULL) {
         k = chunk_get(th);
         if (k == NULL) {
             /* No memory for a chunk: the object stays unbuffered (its next
-               decrement tries again) and MISSED, for the collector to find
-               in the registry should there be no next decrement. */
+               decrement tries again) and MISSED. */
             roots_release(th, NULL);
-            rcgc__u32_fetch_or_relaxed(&h->gc_bits, RCGC__GC_MISSED);
-            rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_UNBUFFERED);
-            /* seq_cst, after the flag: a collection that takes the count
-               finds the flag. */
-            rcgc__u64_fetch_add_seq_cst(&missed, 1);
-            return;
+            buffer_missed(h);
+            record_fence();
+            th->adding = NULL;
+            return NULL;
         }
         k->n = 0;
+        record_fence();
+        th->adding_chunk = k;
+        record_fence();
     }
-    k->items[k->n++] = h;
+    return k;
+}
+
+void rcgc__roots_add_end(rcgc__thread *th, rcgc__header *h, rcgc__roots *k)
+{
+    k->items[k->n] = h;
+    record_fence();                 /* the entry before the count that covers it */
+    k->n++;
     if (k->n == RCGC__ROOTS_CHUNK) {
-        hand_over(k);
+        hand_over_claimed(th, k);
         k = NULL;
     }
     roots_release(th, k);
+    record_fence();
+    th->adding = NULL;
+    th->adding_chunk = NULL;
 }
 
 /* rcgc_collect's steal: th's chunk, or NULL. */
@@ -1122,11 +1175,11 @@ void rcgc__roots_flush(rcgc__thread *th)
 {
     rcgc__roots *k = roots_claim(th);
 
-    if (k != NULL) {
-        hand_over(k);
-        k = NULL;
-    }
-    roots_release(th, k);
+    th->adding_chunk = k;          /* for a fork's child, as in rcgc__roots_add_begin */
+    record_fence();
+    if (k != NULL)
+        hand_over_claimed(th, k);
+    roots_release(th, NULL);
 }
 
 /* ---- one collection ----------------------------------------------------- */
@@ -3340,15 +3393,45 @@ void rcgc__collector_fork_inner(enum rcgc__fork_step step)
     pthread_mutex_unlock(&gc.lock);
 }
 
-/* A gone thread's chunk goes to the collector; one it was adding to at
-   the instant of the fork (its slot claimed: a few instructions) is lost
-   with it, and so are the candidates in it. */
+/*
+ * A gone thread's chunk goes to the collector, with the candidate it was
+ * adding at the instant of the fork, if any (rcgc__roots_add_begin's
+ * records).  While its slot is claimed, the chunk it claimed is the
+ * recorded one (or none, or a fresh one once chunk_get returned); the
+ * records go before a full chunk is pushed (hand_over_claimed).  Outside
+ * a claim, a candidate recorded with a chunk went into that chunk, and one
+ * recorded alone (the thread stopped before its claim) went nowhere.
+ * Residuals: a fork on the instruction between the claim's exchange and
+ * its record, or inside the push of a full chunk, loses the chunk (its
+ * candidates stay unexamined in the child), and one on the instruction
+ * between the fetch_and that clears UNBUFFERED and the record loses that
+ * candidate.
+ */
 void rcgc__roots_orphan(rcgc__thread *th)
 {
     uintptr_t w = rcgc__word_exchange_acq_rel(&th->roots, 0);
-    rcgc__roots *k;
+    rcgc__header *h = th->adding;
+    rcgc__roots *k = th->adding_chunk;
 
-    if (w == 0 || w == ROOTS_CLAIMED)
+    th->adding = NULL;
+    th->adding_chunk = NULL;
+    if (w == ROOTS_CLAIMED) {
+        w = 0;
+        if (k != NULL) {
+            if (h != NULL && k->n > 0 && k->items[k->n - 1] == h)
+                h = NULL;                           /* its count was raised */
+            if (h != NULL && k->n < RCGC__ROOTS_CHUNK) {
+                k->items[k->n++] = h;
+                h = NULL;
+            }
+            w = (uintptr_t)k | k->n;
+        }
+    } else if (k != NULL) {
+        h = NULL;                                   /* added, and released */
+    }
+    if (h != NULL)
+        buffer_missed(h);
+    if (w == 0)
         return;
     k = (rcgc__roots *)(w & ~(uintptr_t)(ROOTS_ALIGN - 1));
     if (k->n > 0)

@@ -44,9 +44,15 @@
  * the child as after any thread that dies without detaching: those
  * objects stay alive (and are listed by RCGC_DEBUG_LEAK).  So is an object
  * whose teardown it had begun (and the weak-reference callbacks that
- * teardown had yet to run: their handles are never freed), and a
- * candidate it was adding at the instant of the fork (rcgc__roots_orphan).  Nothing makes the fork wait
- * for the few instructions of a count's slow path.  A thread stopped in
+ * teardown had yet to run: their handles are never freed).  Nothing
+ * makes the fork wait for the few instructions of a count's slow path.
+ * A thread stopped while adding a candidate to its root chunk (its slot
+ * claimed) would take the chunk with it, and every candidate in it: the
+ * child hands over the chunk and the candidate its records name
+ * (th->adding, adding_chunk; rcgc__roots_orphan), except when the fork
+ * falls on the instruction between the claim and its record (the chunk's
+ * candidates then go unexamined in the child), or between the fetch_and
+ * that makes the candidate the thread's and its record.  A thread stopped in
  * the middle of merging an object's counts (th->merging) would leave the
  * count reading low, and the word with no owner and not merged: the child
  * finishes that merge, with the gone thread's references in the count.

@@ -180,6 +180,9 @@ typedef struct rcgc__thread {
        bits, or a claim while this thread adds to it; the collector steals
        it for rcgc_collect (collector.c, "Root chunks"). */
     rcgc__word      roots;
+    rcgc__header   *adding;         /* the candidate rcgc__buffer_root adds, from */
+    rcgc__roots    *adding_chunk;   /* its claim to its release, and the chunk it
+                                       claimed (fork.c: a child keeps both) */
     rcgc__roots    *spare_chunks;   /* this thread's only (collector.c) */
     size_t          roots_seen;     /* roots->n at the last safepoint; this
                                        thread's only */
@@ -231,6 +234,11 @@ void   rcgc__gc_shutdown_collect(void);            /* collect until quiet, leak 
 size_t rcgc__gc_thread_count(void);
 void   rcgc__gc_fill_stats(rcgc_stats *out);      /* the collector's fields */                /* 1 while the collector thread is attached */
 void   rcgc__roots_flush(rcgc__thread *th);        /* hand the chunk over */
+/* rcgc__buffer_root's halves, for h whose UNBUFFERED this thread cleared
+   (a test stops a thread between them): the chunk claimed (NULL: no
+   memory, h is MISSED), then h added to it. */
+rcgc__roots *rcgc__roots_add_begin(rcgc__thread *th, rcgc__header *h);
+void   rcgc__roots_add_end(rcgc__thread *th, rcgc__header *h, rcgc__roots *k);
 void   rcgc__roots_safepoint(rcgc__thread *th);    /* ... if it is due */
 void   rcgc__registry_insert(rcgc__header *h, uintptr_t tid);
 bool   rcgc__registry_remove(rcgc__header *h);

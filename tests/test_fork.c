@@ -34,6 +34,10 @@
  * made a weak reference to it, and has not returned; the child takes
  * DYING off the object, so a load and an upgrade return it.
  *
+ * inside a candidate's add: A has claimed its root chunk to add a
+ * candidate and not yet added it; the child collects that chunk's
+ * candidates and the one being added.
+ *
  * after shutdown: a child of a process whose runtime was shut down can
  * start its own.
  *
@@ -909,6 +913,95 @@ static void inside_a_finalizer(void)
     rcgc_shutdown();
 }
 
+/* ---- inside a candidate's add ------------------------------------------- */
+
+/* A drops a 2-cycle, whose decrements put both halves in its root chunk,
+   then a self-cycle X.  X's decrement clears its UNBUFFERED and claims
+   the chunk (rcgc__roots_add_begin, whose records a fork's child reads);
+   A stops before adding X while the main thread forks.  In the child A
+   is gone, and with it, before the sixteenth session, the chunk it had
+   claimed: neither the pair nor X was ever examined there.  The child
+   must collect all three.  Without the pair, X is A's first candidate and
+   the chunk a new one (chunk_get), which the child must not lose either. */
+
+static unsigned fin_adding;         /* atomic */
+static int add_claimed, add_go;
+static bool add_pair;
+
+static void adding_finalize(void *obj)
+{
+    (void)obj;
+    __atomic_fetch_add(&fin_adding, 1, __ATOMIC_RELAXED);
+}
+
+static const rcgc_type adding_type = { "fork_adding", sizeof(node), node_traverse,
+                                       adding_finalize, 0 };
+
+static void *adding_main(void *arg)
+{
+    rcgc__thread *th;
+    rcgc__header *h;
+    rcgc__roots *k;
+    node *x;
+
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("rcgc_thread_attach");
+    th = rcgc__tls_thread;
+    if (add_pair)
+        drop_pair(&adding_type);
+    x = new_node(&adding_type);
+    rcgc_ref_init(&x->a, x);
+    h = rcgc__hdr(x);
+    th->no_buffer = true;           /* our decrement; its buffering by hand */
+    rcgc_decref(x);
+    th->no_buffer = false;
+    if (!(rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_UNBUFFERED) &
+          RCGC__OWNER_UNBUFFERED))
+        bail_out("X was buffered already");
+    k = rcgc__roots_add_begin(th, h);
+    if (k == NULL)
+        bail_out("no memory for a root chunk");
+    flag_set(&add_claimed);
+    /* Offline without a blocking region, whose flush would claim the
+       chunk again. */
+    rcgc__epoch_offline();
+    while (!flag(&add_go))
+        sched_yield();
+    rcgc__epoch_online();
+    rcgc__roots_add_end(th, h, k);
+    rcgc_thread_detach();
+    return NULL;
+}
+
+static void adding_child(void *arg)
+{
+    unsigned want = add_pair ? 3 : 1;
+
+    (void)arg;
+    rcgc_collect();
+    report(count_of(&fin_adding) == want, "the claimed chunk's candidates and the one being "
+           "added are collected (%u of %u)", count_of(&fin_adding), want);
+    rcgc_shutdown();
+}
+
+static void inside_a_candidates_add(bool pair)
+{
+    const char *name = pair ? "inside a candidate's add" : "inside a first candidate's add";
+    unsigned want = pair ? 3 : 1;
+
+    add_pair = pair;
+    __atomic_store_n(&fin_adding, 0, __ATOMIC_RELAXED);
+    add_claimed = add_go = 0;
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    fork_while_stopped(name, adding_main, &add_claimed, &add_go, adding_child, 1);
+    rcgc_collect();
+    ok(count_of(&fin_adding) == want, "%s: parent: all collected (%u of %u)", name,
+       count_of(&fin_adding), want);
+    rcgc_shutdown();
+}
+
 /* ---- after shutdown ---------------------------------------------------- */
 
 static void restart_child(void *arg)
@@ -934,6 +1027,8 @@ int main(void)
     inside_an_owing_window();
     inside_a_merge();
     inside_a_finalizer();
+    inside_a_candidates_add(true);
+    inside_a_candidates_add(false);
     fork_and_check("after rcgc_shutdown", restart_child, NULL, 2);
     return done_testing();
 }
