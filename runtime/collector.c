@@ -1208,6 +1208,8 @@ enum {                             /* member.flags */
     M_WEAKREFS  = 16,              /* weak references name it (step 4) */
     M_INTERNAL  = 32,              /* white, and every edge leads to a white
                                       member (step 6) */
+    M_SETTLED   = 64,              /* every target was a member at its take:
+                                      marking skips it ("Marking at the take") */
 };
 
 typedef struct member {
@@ -1349,15 +1351,23 @@ static member *member_at(collection *c, size_t i)
     return &VEC_AT(&c->members, member, i);
 }
 
-/* Marking's and step 4's look-ahead from member i (see above). */
-static void prefetch_ahead(collection *c, size_t i)
+/* Marking's and step 4's look-ahead from member i (see above); marking
+   skips the members settled at their take. */
+static void prefetch_ahead(collection *c, size_t i, bool marking)
 {
     size_t n = c->members.n;
+    member *m;
 
-    if (i + 2 * PREFETCH_AHEAD < n)
-        prefetch_object(member_at(c, i + 2 * PREFETCH_AHEAD)->h);
-    if (i + PREFETCH_AHEAD < n && n >= PREFETCH_DEEP)
-        prefetch_targets(member_at(c, i + PREFETCH_AHEAD)->h);
+    if (i + 2 * PREFETCH_AHEAD < n) {
+        m = member_at(c, i + 2 * PREFETCH_AHEAD);
+        if (!marking || !(m->flags & M_SETTLED))
+            prefetch_object(m->h);
+    }
+    if (i + PREFETCH_AHEAD < n && n >= PREFETCH_DEEP) {
+        m = member_at(c, i + PREFETCH_AHEAD);
+        if (!marking || !(m->flags & M_SETTLED))
+            prefetch_targets(m->h);
+    }
 }
 
 static size_t index_of(rcgc__header *h)
@@ -1620,28 +1630,97 @@ static bool take_candidate(collection *c, rcgc__header *h)
     return true;
 }
 
-/* Empties the chunks into the member table; the chunks stay with the
-   collection (c->chunks), holding the entries it had no room for. */
-static void take_candidates(collection *c, rcgc__roots *chunks)
+/*
+ * Marking at the take.  A round takes its candidates in chunk order, and
+ * one that takes every candidate left (see "Rounds") takes most of a big
+ * subgraph's members at once; marking then visits each of them again, a
+ * whole table later, when its lines have long left the cache.  So each
+ * candidate entered has its slots read TAKE_LAG takes later, while its
+ * lines are still in cache (take_visit): if every target is a member by
+ * then (the candidates after it in its chunks are: a ring's, a pair's or
+ * a list's targets are), marking would find nothing to do there and
+ * skips it (M_SETTLED).  Otherwise marking visits it as before.  The
+ * check marks nothing, so neither the order of marking nor a budget's
+ * count changes; skipping a member is what visiting it at its check
+ * would have done.  BM_collect_ring's marking: 43.7 -> 34.5 ms (medians
+ * of 12 collections); pairs and graph unchanged.  (Marking from each
+ * candidate at its take instead made BM_collect_graph's marking 69 ->
+ * 125 ms: its targets are later candidates anywhere in the heap, each
+ * then pinned by a locked RMW on a line that missed the cache, where the
+ * take's pins go in chunk order with their lines asked for ahead.)
+ */
+#define TAKE_LAG PREFETCH_AHEAD
+
+static void take_visit(rcgc_ref *slot, void *ctx)
 {
+    bool *all = ctx;
+    void *obj = rcgc__slot_load_acquire(slot);
+    rcgc__header *h;
+    uint32_t bits;
+
+    if (obj == NULL || !*all)
+        return;
+    h = rcgc__hdr(obj);
+    bits = rcgc__u32_load_relaxed(&h->gc_bits);
+    if ((bits & (RCGC__GC_TRACKED | RCGC__GC_FROZEN)) == RCGC__GC_TRACKED && index_of(h) == 0)
+        *all = false;              /* marking would enter it */
+}
+
+static void check_member(collection *c, size_t j)
+{
+    member *m = member_at(c, j);
+    bool all = true;
+
+    m->h->type->traverse(rcgc__body(m->h), take_visit, &all);
+    if (all)
+        m->flags |= M_SETTLED;
+}
+
+/* Empties the chunks into the member table; the chunks stay with the
+   collection (c->chunks), holding the entries it had no room for.
+   Returns the members it entered. */
+static size_t take_candidates(collection *c, rcgc__roots *chunks)
+{
+    size_t lag[TAKE_LAG], entered = 0, n = 0;
+    bool deep;
+
+    for (rcgc__roots *k = chunks; k != NULL; k = k->next)
+        n += k->n;
+    deep = n >= PREFETCH_DEEP;     /* see "Prefetching" */
+
     while (chunks != NULL) {
         rcgc__roots *chunk = chunks;
         size_t kept = 0;
 
         chunks = chunk->next;
         for (size_t i = 0; i < chunk->n; i++) {
+            size_t before = c->members.n;
+
             if (i + PREFETCH_AHEAD < chunk->n)
                 prefetch_object(chunk->items[i + PREFETCH_AHEAD]);
             c->candidates++;
             /* No room to examine it: the entry stays, buffered, for the
                next collection (a zombie's too: its consumer frees). */
-            if (!take_candidate(c, chunk->items[i]))
+            if (!take_candidate(c, chunk->items[i])) {
                 chunk->items[kept++] = chunk->items[i];
+                continue;
+            }
+            if (c->members.n == before)
+                continue;               /* not entered */
+            if (entered >= TAKE_LAG)
+                check_member(c, lag[entered % TAKE_LAG]);
+            lag[entered % TAKE_LAG] = before;
+            if (deep)
+                prefetch_targets(chunk->items[i]);
+            entered++;
         }
         chunk->n = kept;
         chunk->next = c->chunks;
         c->chunks = chunk;
     }
+    for (size_t k = entered > TAKE_LAG ? entered - TAKE_LAG : 0; k < entered; k++)
+        check_member(c, lag[k % TAKE_LAG]);
+    return entered;
 }
 
 /*
@@ -1845,7 +1924,7 @@ static void count_part(part *p)
 
         if (p->collecting)
             chunk_pool_tend_at(i);
-        prefetch_ahead(c, i);
+        prefetch_ahead(c, i, false);
         s = rcgc__sword_load_acquire(&h->ref_shared);   /* pairs with the acq_rel
                                    count RMWs and merges' release of local */
         local = rcgc__u32_load_acquire(&h->ref_local);
@@ -2274,11 +2353,9 @@ static rcgc__roots *split_chunks(rcgc__roots **chunks, size_t want)
    against its budget. */
 static void take_rest(collection *c, rcgc__roots **chunks)
 {
-    size_t before = c->members.n, added;
+    size_t added = take_candidates(c, *chunks);
 
-    take_candidates(c, *chunks);
     *chunks = NULL;
-    added = c->members.n - before;
     c->taken += added;
     c->budget = c->budget < SIZE_MAX - added ? c->budget + added : SIZE_MAX;
 }
@@ -2299,8 +2376,7 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
     c->budget = SIZE_MAX;
     c->phase = P_ROOTS;
     c->phase_at = clock_ns(CLOCK_MONOTONIC);
-    take_candidates(c, split_chunks(chunks, want));      /* 1. roots */
-    c->taken = c->members.n;
+    c->taken = take_candidates(c, split_chunks(chunks, want));   /* 1. roots */
     c->budget = spend < SIZE_MAX - c->taken ? c->taken + spend : SIZE_MAX;
     chunk_pool_tend();
     phase_next(c, P_MARK);
@@ -2309,8 +2385,10 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
         member *m = member_at(c, i);
 
         chunk_pool_tend_at(i);
-        prefetch_ahead(c, i);
-        m->h->type->traverse(rcgc__body(m->h), mark_visit, c);
+        if (!(m->flags & M_SETTLED)) {
+            prefetch_ahead(c, i, true);
+            m->h->type->traverse(rcgc__body(m->h), mark_visit, c);
+        }
         if (*chunks != NULL && c->members.n / ROUND_REACH > c->taken)
             take_rest(c, chunks);
     }
