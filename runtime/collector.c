@@ -395,7 +395,8 @@ static size_t page_round(size_t bytes)
 /* Huge pages.  A vector of 2 MiB or more (a collection of 10^6 members
    needs 32 MB of member table) lives in a mapping aligned to 2 MiB and
    marked MADV_HUGEPAGE: Linux's transparent huge pages, in the "madvise"
-   mode that Debian ships, then fault it in 2 MiB at a time.  With 4 KiB
+   mode these machines run (in "always" mode they would anyway), then
+   fault it in 2 MiB at a time.  With 4 KiB
    pages, the first touch of each page is a fault: 32 MB took 112 ms on
    this project's virtual machines, and faults were a third of
    BM_collect_ring's marking; with huge pages, 2-3 ms.  The advice is a
