@@ -54,7 +54,10 @@
  *              its last reference (review hole 3).  Frozen objects are not
  *              entered.  A background collection marks within a budget
  *              ("Bounded marking" below); an object it leaves unexamined
- *              counts as outside.
+ *              counts as outside.  A candidate whose targets were all
+ *              members when it was checked at its take is not visited
+ *              again ("Marking at the take"): its visit would find
+ *              nothing to enter.
  *  3. grace    one grace period (synchronize_rcu).  Every count operation
  *              that read an unflagged word has finished (the owner's inline
  *              path runs between quiescent states); from here on any count
