@@ -406,11 +406,11 @@ static size_t page_round(size_t bytes)
    hint: where the kernel refuses it, the vector works as before. */
 #define HUGE_BYTES ((size_t)2 << 20)
 
+/* p is aligned to 2 MiB and bytes at least that. */
 static void advise_huge(void *p, size_t bytes)
 {
 #ifdef MADV_HUGEPAGE
-    if (bytes >= HUGE_BYTES && ((uintptr_t)p & (HUGE_BYTES - 1)) == 0)
-        (void)madvise(p, bytes, MADV_HUGEPAGE);
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
 #else
     (void)p, (void)bytes;
 #endif
@@ -1085,17 +1085,6 @@ static void buffer_missed(rcgc__header *h)
    sees this thread's memory as the thread left it). */
 #define record_fence() __atomic_signal_fence(__ATOMIC_SEQ_CST)
 
-/* Hands over k, which th's claim holds: the records go first, since once
-   k is pushed a collection may take it, empty it and give it to another
-   thread.  (A fork between the two loses k: the residual.) */
-static void hand_over_claimed(rcgc__thread *th, rcgc__roots *k)
-{
-    th->adding = NULL;
-    th->adding_chunk = NULL;
-    record_fence();
-    hand_over(k);
-}
-
 rcgc__roots *rcgc__roots_add_begin(rcgc__thread *th, rcgc__header *h)
 {
     rcgc__roots *k;
@@ -1129,7 +1118,13 @@ void rcgc__roots_add_end(rcgc__thread *th, rcgc__header *h, rcgc__roots *k)
     record_fence();                 /* the entry before the count that covers it */
     k->n++;
     if (k->n == RCGC__ROOTS_CHUNK) {
-        hand_over_claimed(th, k);
+        /* The records go first: once k is pushed, a collection may take
+           it, empty it and give it to another thread.  (A fork between
+           the two loses k: the residual.) */
+        th->adding = NULL;
+        th->adding_chunk = NULL;
+        record_fence();
+        hand_over(k);
         k = NULL;
     }
     roots_release(th, k);
@@ -1179,10 +1174,8 @@ void rcgc__roots_flush(rcgc__thread *th)
 {
     rcgc__roots *k = roots_claim(th);
 
-    th->adding_chunk = k;          /* for a fork's child, as in rcgc__roots_add_begin */
-    record_fence();
     if (k != NULL)
-        hand_over_claimed(th, k);
+        hand_over(k);
     roots_release(th, NULL);
 }
 
@@ -3498,12 +3491,14 @@ void rcgc__collector_fork_inner(enum rcgc__fork_step step)
  * adding at the instant of the fork, if any (rcgc__roots_add_begin's
  * records).  While its slot is claimed, the chunk it claimed is the
  * recorded one (or none, or a fresh one once chunk_get returned); the
- * records go before a full chunk is pushed (hand_over_claimed).  Outside
+ * records go before a full chunk is pushed (rcgc__roots_add_end).  Outside
  * a claim, a candidate recorded with a chunk went into that chunk, and one
  * recorded alone (the thread stopped before its claim) went nowhere.
  * Residuals: a fork on the instruction between the claim's exchange and
- * its record, or inside the push of a full chunk, loses the chunk (its
- * candidates stay unexamined in the child), and one on the instruction
+ * its record, or inside the push of a full chunk, or inside a flush's
+ * claim (rcgc__roots_flush, a few instructions before its push), loses
+ * the chunk (its candidates stay unexamined in the child), and one on the
+ * instruction
  * between the fetch_and that clears UNBUFFERED and the record loses that
  * candidate.
  */
