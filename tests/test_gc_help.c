@@ -2,8 +2,10 @@
  * test_gc_help.c: a thread waiting in rcgc_collect helps the collection it
  * waits for (runtime/collector.c, "Help"): steps 4 (count) and 6 (delta)
  * run in two halves of the member table, the second on the waiting
- * thread, whose edges are appended to the first's.  Whichever thread runs
- * a half, the collection must decide exactly as one thread would.
+ * thread, whose edges are appended to the first's; marking visits each
+ * level of its breadth-first order in two halves, whose targets the
+ * collecting thread enters afterwards.  Whichever thread runs a half, the
+ * collection must decide exactly as one thread would.
  *
  * The heap, built KINDS times over so that each kind lies in both halves
  * of the member table (members are entered in candidate order, then
@@ -15,6 +17,10 @@
  *               one is kept; the garbage one is freed in the same run)
  *   live        a 2-cycle held by this thread, which is also a candidate
  *   weak        a weak reference to a ring member, and one to a live member
+ *   hidden      a garbage 3-ring of which only one member is a candidate:
+ *               the other two were examined (and found live) by an earlier
+ *               collection and not decremented since, so only marking finds
+ *               them; missed, they would keep the ring alive
  *
  *   helped      with the threshold lowered (rcgc__test_help), a collection
  *               offers both steps' halves to this thread, which waits in
@@ -103,9 +109,28 @@ static void link_two(node *a, node *b)
 typedef struct heap {
     node *live[KINDS][2];        /* held by this thread */
     rcgc_weakref *weak_dead[KINDS], *weak_live[KINDS];
+    node *hidden[KINDS];         /* held until build drops them */
     size_t garbage;              /* objects the collection must reclaim */
     size_t finalizers;           /* ... of which have finalizers */
 } heap;
+
+/* The hidden rings, held by this thread through their first member; an
+   rcgc_collect then takes the other members' candidate entries, finding
+   them live.  Returns what that collection reclaimed. */
+static size_t hide(heap *hp)
+{
+    for (size_t k = 0; k < KINDS; k++) {
+        node *h0 = make(&node_type), *h1 = make(&node_type), *h2 = make(&node_type);
+
+        rcgc_ref_init(&h0->next, h1);
+        rcgc_ref_init(&h1->next, h2);
+        rcgc_ref_init(&h2->next, h0);
+        rcgc_decref(h1);
+        rcgc_decref(h2);
+        hp->hidden[k] = h0;         /* never decremented: no candidate */
+    }
+    return rcgc_collect();
+}
 
 static void build(heap *hp)
 {
@@ -144,7 +169,8 @@ static void build(heap *hp)
         rcgc_decref(d1);
         rcgc_incref(l0);
         rcgc_decref(l0);
-        hp->garbage += 7;
+        rcgc_decref(hp->hidden[k]);     /* the hidden ring's one candidate */
+        hp->garbage += 10;
         hp->finalizers += 2;
         if (k % 256 == 0)
             rcgc_safepoint();
@@ -192,6 +218,7 @@ static uint64_t round_of(const char *what, heap *hp, int expect_offers)
     uint64_t offered0, taken0, offered, taken;
     size_t got;
 
+    is_size(hide(hp), 0, "%s: the hidden rings, held, are kept", what);
     build(hp);
     finalized = bad_partner = 0;
     rcgc__test_help(0, &offered0, &taken0);
