@@ -23,7 +23,7 @@
  *               them; missed, they would keep the ring alive
  *
  *   helped      with the threshold lowered (rcgc__test_help), a collection
- *               offers both steps' halves to this thread, which waits in
+ *               offers the steps' halves to this thread, which waits in
  *               rcgc_collect; it must take one at least once in TRIES
  *               collections; each collection reclaims exactly the garbage,
  *               runs each finalizer once, keeps the live cycles intact,
