@@ -1428,19 +1428,25 @@ static void add_member(collection *c, rcgc__header *h, bool root)
     rcgc__gclink_of(h)->index = ++c->members.n;
 }
 
+/* Whether marking enters h, a slot's target: tracked, not frozen, not a
+   member yet. */
+static bool to_enter(rcgc__header *h)
+{
+    return (rcgc__u32_load_relaxed(&h->gc_bits) & (RCGC__GC_TRACKED | RCGC__GC_FROZEN)) ==
+               RCGC__GC_TRACKED &&
+           index_of(h) == 0;
+}
+
 static void mark_visit(rcgc_ref *slot, void *ctx)
 {
     collection *c = ctx;
     void *obj = rcgc__slot_load_acquire(slot);
     rcgc__header *h;
-    uint32_t bits;
 
     if (obj == NULL || c->oom)
         return;
     h = rcgc__hdr(obj);
-    bits = rcgc__u32_load_relaxed(&h->gc_bits);
-    if ((bits & (RCGC__GC_TRACKED | RCGC__GC_FROZEN)) != RCGC__GC_TRACKED ||
-        index_of(h) != 0)
+    if (!to_enter(h))
         return;
     if (c->members.n >= c->budget) {
         c->truncated = true;
@@ -1579,20 +1585,14 @@ static void found_visit(rcgc_ref *slot, void *ctx)
 {
     part *p = ctx;
     void *obj = rcgc__slot_load_acquire(slot);
-    rcgc__header *h;
 
-    if (obj == NULL || p->oom)
-        return;
-    h = rcgc__hdr(obj);
-    if ((rcgc__u32_load_relaxed(&h->gc_bits) & (RCGC__GC_TRACKED | RCGC__GC_FROZEN)) !=
-            RCGC__GC_TRACKED ||
-        index_of(h) != 0)
+    if (obj == NULL || p->oom || !to_enter(rcgc__hdr(obj)))
         return;
     if (!vec_reserve(p->found, 1)) {
         p->oom = true;
         return;
     }
-    VEC_AT(p->found, rcgc__header *, p->found->n++) = h;
+    VEC_AT(p->found, rcgc__header *, p->found->n++) = rcgc__hdr(obj);
 }
 
 static void mark_part(part *p)
@@ -1630,12 +1630,10 @@ static bool mark_level(collection *c, size_t from, size_t to)
     for (int k = 0; k < 2; k++) {
         for (size_t j = 0; j < c->found[k].n && !c->oom; j++) {
             rcgc__header *h = VEC_AT(&c->found[k], rcgc__header *, j);
-            uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
 
             /* Found twice, or by both parts: entered once.  We have been
                online since either part read the slot: the memory stays. */
-            if ((bits & (RCGC__GC_TRACKED | RCGC__GC_FROZEN)) == RCGC__GC_TRACKED &&
-                index_of(h) == 0 && member_room(c) && rcgc__pin_flag(h, 0))
+            if (to_enter(h) && member_room(c) && rcgc__pin_flag(h, 0))
                 add_member(c, h, false);
         }
     }

@@ -52,9 +52,9 @@
  * (th->adding, adding_chunk; rcgc__roots_orphan), except when the fork
  * falls on the instruction between the claim and its record, or inside
  * the push of a full chunk or a flush's claim (the chunk's candidates
- * then go unexamined in the child), or between the fetch_and that makes the candidate the
- * thread's and its record.  A thread stopped in
- * the middle of merging an object's counts (th->merging) would leave the
+ * then go unexamined in the child), or between the fetch_and that makes
+ * the candidate the thread's and its record.  A thread stopped in the
+ * middle of merging an object's counts (th->merging) would leave the
  * count reading low, and the word with no owner and not merged: the child
  * finishes that merge, with the gone thread's references in the count.
  * The record goes in the instruction before the merge's CAS (after it,
