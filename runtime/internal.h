@@ -274,6 +274,7 @@ void     rcgc__merge_finish_gone(rcgc__header *h, uint32_t local);
 void     rcgc__merge_queued(rcgc__header *h);
 bool     rcgc__try_incref(rcgc__header *h);
 bool     rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags);
+bool     rcgc__pin_flag_shared(rcgc__header *h, uintptr_t owner_flags);
 
 /* ---- object.c ---------------------------------------------------------- */
 void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, tear down */
@@ -381,6 +382,7 @@ size_t    rcgc__test_work_kept(void);   /* bytes of work tables kept between col
 /* The least member table whose steps a waiting rcgc_collect caller may
    help with (min 0: unchanged; returns the old); parts offered and taken. */
 size_t    rcgc__test_help(size_t min, uint64_t *offered, uint64_t *taken);
+uint64_t  rcgc__test_takes_in_parts(void);
 /* Root chunks in existence; fail 0 or 1: whether collections find no memory
    to sort their surplus chunks (-1: as before). */
 size_t    rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max);

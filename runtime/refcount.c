@@ -704,6 +704,31 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
     return true;
 }
 
+/*
+ * rcgc__pin_flag by the shared word alone, as any thread that is not the
+ * owner pins, whoever the caller is: what a helper runs (collector.c,
+ * "Help"), which may be the owner, offline, whose objects others merge
+ * for meanwhile (so it must not count on local).  False where more is
+ * needed (dead, DYING, an entry owed to the owner, a count near
+ * saturation), with nothing done: rcgc__pin_flag's work, left to the
+ * collecting thread.
+ */
+bool rcgc__pin_flag_shared(rcgc__header *h, uintptr_t owner_flags)
+{
+    intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
+
+    do {
+        if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s) || rcgc__shared_owes(s) ||
+            s >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
+            return false;
+        /* acq_rel, as in rcgc__pin_flag. */
+    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
+                                      ((s + RCGC__SHARED_ONE) | RCGC__SHARED_SCAN) &
+                                          ~RCGC__SHARED_DIRTY));
+    rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_SCAN | owner_flags);
+    return true;
+}
+
 size_t rcgc_refcount(const void *obj)
 {
     const rcgc__header *h;

@@ -4,8 +4,11 @@
  * run in two halves of the member table, the second on the waiting
  * thread, whose edges are appended to the first's; marking visits each
  * level of its breadth-first order in two halves, whose targets the
- * collecting thread enters afterwards.  Whichever thread runs a half, the
- * collection must decide exactly as one thread would.
+ * collecting thread enters afterwards; the take enters each half of the
+ * candidates' chunks into its own room, leaving the entries that need more
+ * than a pin to the collecting thread, and closes the gap they leave.
+ * Whichever thread runs a half, the collection must decide exactly as one
+ * thread would.
  *
  * The heap, built KINDS times over so that each kind lies in both halves
  * of the member table (members are entered in candidate order, then
@@ -21,15 +24,24 @@
  *               the other two were examined (and found live) by an earlier
  *               collection and not decremented since, so only marking finds
  *               them; missed, they would keep the ring alive
+ *   zombie      a node buffered, then released: dead in its chunk, an
+ *               entry the take leaves to the collecting thread, which frees
+ *               it (a gap in the first half's room)
+ * and, built first, the spine: a garbage ring of SPINE nodes, all of them
+ * candidates, so that the first round's marking reaches more than
+ * ROUND_REACH members per root and the round takes every candidate left
+ * at once (collector.c, "Rounds"), the spine's members among them already
+ * marked: entries the take leaves to the collecting thread too.
  *
  *   helped      with the threshold lowered (rcgc__test_help), a collection
  *               offers the steps' halves to this thread, which waits in
  *               rcgc_collect; it must take one at least once in TRIES
- *               collections; each collection reclaims exactly the garbage,
+ *               collections, and take in two parts at least once; each
+ *               collection reclaims exactly the garbage,
  *               runs each finalizer once, keeps the live cycles intact,
  *               clears the weak references to garbage and no others;
  *   alone       the same with helping off (the threshold above any table):
- *               nothing offered, the same results;
+ *               nothing offered, no take in parts, the same results;
  *   manual      no collector thread: rcgc_collect collects on the caller,
  *               which never waits, so nothing is offered; same results.
  *   cancel      a thread with a cancellation pending calls rcgc_collect,
@@ -57,6 +69,8 @@
 #define KINDS      2000          /* each kind, this many times */
 #define HELP_LOW   (RCGC_TEST_HARD ? 2 : 64)   /* help with tables this big */
 #define TRIES      10
+#define SPINE_ROUNDS 10          /* the spine, in first rounds (at most
+                                    ROUND_MIN and a chunk) */
 #define MAGIC      0x68656c70u
 
 typedef struct node {
@@ -132,9 +146,34 @@ static size_t hide(heap *hp)
     return rcgc_collect();
 }
 
+/* The spine (see the top), its members' entries in order: the ring's
+   last link is made before any drop, so each drop buffers. */
+static size_t spine(void)
+{
+    size_t n = SPINE_ROUNDS * (rcgc__test_round_min() + RCGC__ROOTS_CHUNK);
+    node *first = make(&node_type), *prev = first;
+
+    for (size_t i = 1; i < n; i++) {
+        node *next = make(&node_type);
+
+        rcgc_ref_init(&prev->next, next);
+        prev = next;
+    }
+    rcgc_ref_init(&prev->next, first);
+    for (node *m = first, *next;; m = next) {
+        next = rcgc_ref_load(&m->next);
+        rcgc_decref(next);          /* the ring holds it */
+        rcgc_decref(m);
+        if (next == first)
+            break;
+    }
+    return n;
+}
+
 static void build(heap *hp)
 {
-    hp->garbage = hp->finalizers = 0;
+    hp->garbage = spine();
+    hp->finalizers = 0;
     for (size_t k = 0; k < KINDS; k++) {
         node *r0 = make(&node_type), *r1 = make(&node_type), *r2 = make(&node_type);
         node *f0 = make(&fnode_type), *f1 = make(&fnode_type);
@@ -170,6 +209,11 @@ static void build(heap *hp)
         rcgc_incref(l0);
         rcgc_decref(l0);
         rcgc_decref(hp->hidden[k]);     /* the hidden ring's one candidate */
+        /* zombie */
+        node *z = make(&node_type);
+        rcgc_incref(z);
+        rcgc_decref(z);                 /* buffered */
+        rcgc_decref(z);                 /* dead in its chunk */
         hp->garbage += 10;
         hp->finalizers += 2;
         if (k % 256 == 0)
@@ -213,17 +257,19 @@ static void drop_live(heap *hp)
 }
 
 /* One collection of a fresh heap; returns the parts this thread took. */
-static uint64_t round_of(const char *what, heap *hp, int expect_offers)
+static uint64_t round_of(const char *what, heap *hp, int expect_offers, uint64_t *parted)
 {
-    uint64_t offered0, taken0, offered, taken;
+    uint64_t offered0, taken0, offered, taken, parted0;
     size_t got;
 
     is_size(hide(hp), 0, "%s: the hidden rings, held, are kept", what);
     build(hp);
     finalized = bad_partner = 0;
     rcgc__test_help(0, &offered0, &taken0);
+    parted0 = rcgc__test_takes_in_parts();
     got = rcgc_collect();
     rcgc__test_help(0, &offered, &taken);
+    *parted = rcgc__test_takes_in_parts() - parted0;
     is_size(got, hp->garbage, "%s: the collection reclaims exactly the garbage", what);
     ok(finalized == hp->finalizers && bad_partner == 0,
        "%s: each finalizer once, its partner intact (%zu of %zu; %zu bad)", what,
@@ -233,7 +279,8 @@ static uint64_t round_of(const char *what, heap *hp, int expect_offers)
         ok(offered - offered0 >= 2, "%s: both steps offered a half (%llu)", what,
            (unsigned long long)(offered - offered0));
     else
-        ok(offered == offered0, "%s: nothing offered", what);
+        ok(offered == offered0 && *parted == 0, "%s: nothing offered, no take in parts (%llu)",
+           what, (unsigned long long)*parted);
     drop_live(hp);
     got = rcgc_collect();
     is_size(got, 2 * (size_t)KINDS, "%s: the live cycles, dropped, are reclaimed", what);
@@ -310,7 +357,7 @@ int main(void)
 {
     static heap hp;
     rcgc_options opts = { 0 };
-    uint64_t taken = 0;
+    uint64_t taken = 0, parted = 0, parted_now;
     size_t before;
     uint64_t live0;
     int i;
@@ -319,12 +366,16 @@ int main(void)
     rcgc_disable();                      /* only our rcgc_collect collects */
     live0 = live_now();
     before = rcgc__test_help(HELP_LOW, NULL, NULL);
-    for (i = 0; i < TRIES && taken == 0; i++)
-        taken += round_of("helped", &hp, 1);
+    for (i = 0; i < TRIES && (taken == 0 || parted == 0); i++) {
+        taken += round_of("helped", &hp, 1, &parted_now);
+        parted += parted_now;
+    }
     ok(taken >= 1, "helped: this thread took a half (%llu parts, %d collections)",
        (unsigned long long)taken, i);
+    ok(parted >= 1, "helped: takes in two parts (%llu, %d collections)",
+       (unsigned long long)parted, i);
     rcgc__test_help(SIZE_MAX, NULL, NULL);
-    round_of("alone", &hp, 0);
+    round_of("alone", &hp, 0, &parted_now);
     rcgc__test_help(before, NULL, NULL);
     is_size((size_t)(live_now() - live0), 0, "nothing left alive");
     cancel_case("rcgc_collect", collect_void);
@@ -334,7 +385,7 @@ int main(void)
     opts.manual = 1;
     TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init (manual)");
     rcgc__test_help(HELP_LOW, NULL, NULL);
-    round_of("manual", &hp, 0);
+    round_of("manual", &hp, 0, &parted_now);
     rcgc__test_help(before, NULL, NULL);
     rcgc_shutdown();
     return done_testing();
