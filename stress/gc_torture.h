@@ -436,10 +436,11 @@ static inline void gc_summary(char *buf, size_t size, const char *more)
     snprintf(buf, size,
              "collections=%" PRIu64 " collected=%" PRIu64 " uncollectable=%" PRIu64
              " pause_max_us=%.1f collect_ms_total=%.1f helped=%" PRIu64 "/%" PRIu64
-             " fin_neighbours=%llu%s%s",
+             " takes_in_parts=%" PRIu64 " fin_neighbours=%llu%s%s",
              st.collections, st.collected, st.uncollectable,
              (double)st.pause_max_ns / 1e3, (double)st.collect_ns_total / 1e6, taken,
-             offered, (unsigned long long)atomic_load(&gc_fin_neighbours),
+             offered, rcgc__test_takes_in_parts(),
+             (unsigned long long)atomic_load(&gc_fin_neighbours),
              more && *more ? " " : "", more ? more : "");
 }
 
