@@ -26,12 +26,13 @@
  *               them; missed, they would keep the ring alive
  *   zombie      a node buffered, then released: dead in its chunk, an
  *               entry the take leaves to the collecting thread, which frees
- *               it (a gap in the first half's room)
- * and, built first, the spine: a garbage ring of SPINE nodes, all of them
- * candidates, so that the first round's marking reaches more than
- * ROUND_REACH members per root and the round takes every candidate left
- * at once (collector.c, "Rounds"), the spine's members among them already
- * marked: entries the take leaves to the collecting thread too.
+ *               it (in the first half, a gap in its room)
+ * and, built first, the spine: a garbage ring of SPINE_ROUNDS first
+ * rounds' worth of nodes, all of them candidates, so that the first
+ * round's marking reaches more than ROUND_REACH members per root and the
+ * round takes every candidate left at once (collector.c, "Rounds"), the
+ * spine's members among them already marked: entries the take leaves to
+ * the collecting thread too.
  *
  *   helped      with the threshold lowered (rcgc__test_help), a collection
  *               offers the steps' halves to this thread, which waits in
