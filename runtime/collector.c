@@ -1546,9 +1546,8 @@ typedef struct part {
                                           at every member */
 
 /* Runs fn over p[0] and p[1]: the second offered to a caller waiting to
-   help, or run after the first if no one waits.  Returns whether a helper
-   ran it. */
-static bool run_both(collection *c, void (*fn)(part *), part *p)
+   help, or run after the first if no one waits. */
+static void run_both(collection *c, void (*fn)(part *), part *p)
 {
     bool posted = false, taken = false;
 
@@ -1580,7 +1579,6 @@ static bool run_both(collection *c, void (*fn)(part *), part *p)
         p[1].collecting = true;
         fn(&p[1]);
     }
-    return taken;
 }
 
 /* Runs fn over members [from, to): in p[0] alone, or, if the range is big
@@ -1821,6 +1819,8 @@ static bool take_candidate(collection *c, rcgc__header *h)
 
 typedef struct take_check {
     rcgc__header *recent[TAKE_RECENT];  /* the last candidates entered */
+    size_t lag[TAKE_LAG];               /* ... and their member indices */
+    size_t n;                           /* candidates entered */
     bool all;
     size_t missed;                      /* checks failed in a row */
 } take_check;
@@ -1858,6 +1858,25 @@ static bool take_checks(const take_check *t, size_t n)
     return t->missed < TAKE_MISSES || n % TAKE_MISSES == 0;
 }
 
+/* Candidate h entered as member j: checks the one entered TAKE_LAG
+   before it. */
+static void take_note(collection *c, take_check *t, rcgc__header *h, size_t j)
+{
+    t->recent[t->n % TAKE_RECENT] = h;
+    if (t->n >= TAKE_LAG && take_checks(t, t->n))
+        check_member(c, t, t->lag[t->n % TAKE_LAG]);
+    t->lag[t->n % TAKE_LAG] = j;
+    t->n++;
+}
+
+/* The take is done: checks the last TAKE_LAG entered. */
+static void take_note_end(collection *c, take_check *t)
+{
+    for (size_t k = t->n > TAKE_LAG ? t->n - TAKE_LAG : 0; k < t->n; k++)
+        if (take_checks(t, k + TAKE_LAG))
+            check_member(c, t, t->lag[k % TAKE_LAG]);
+}
+
 /* The take of chunks [p->chunks, p->stop) into members from p->from, in
    the room reserved for it (see "Help"): each candidate that only needs
    its pin and flag is entered, with the checks of "Marking at the take";
@@ -1865,8 +1884,8 @@ static bool take_checks(const take_check *t, size_t n)
 static void take_part(part *p)
 {
     collection *c = p->c;
-    size_t lag[TAKE_LAG], at = p->from;
-    take_check t = { .all = false, .missed = 0 };
+    size_t at = p->from;
+    take_check t = { .n = 0, .all = false, .missed = 0 };
 
     for (rcgc__roots *chunk = p->chunks; chunk != p->stop; chunk = chunk->next) {
         size_t kept = 0;
@@ -1884,18 +1903,12 @@ static void take_part(part *p)
             }
             VEC_AT(&c->members, member, at) = (member){ .h = h, .flags = M_ROOT };
             rcgc__gclink_of(h)->index = (uint32_t)(at + 1);
-            t.recent[(at - p->from) % TAKE_RECENT] = h;
-            if (at - p->from >= TAKE_LAG && take_checks(&t, at - p->from))
-                check_member(c, &t, lag[(at - p->from) % TAKE_LAG]);
-            lag[(at - p->from) % TAKE_LAG] = at;
-            at++;
+            take_note(c, &t, h, at++);
         }
         chunk->n = kept;
     }
-    p->entered = at - p->from;
-    for (size_t k = p->entered > TAKE_LAG ? p->entered - TAKE_LAG : 0; k < p->entered; k++)
-        if (take_checks(&t, k + TAKE_LAG))
-            check_member(c, &t, lag[k % TAKE_LAG]);
+    take_note_end(c, &t);
+    p->entered = t.n;
 }
 
 /* The take in two parts, if it is big enough and a caller waits to help
@@ -1944,8 +1957,8 @@ static size_t take_in_parts(collection *c, rcgc__roots *chunks)
    no room for.  Returns the members it entered. */
 static size_t take_candidates(collection *c, rcgc__roots *chunks)
 {
-    size_t lag[TAKE_LAG], entered = 0, parted = take_in_parts(c, chunks);
-    take_check t = { .all = false, .missed = 0 };
+    size_t parted = take_in_parts(c, chunks);
+    take_check t = { .n = 0, .all = false, .missed = 0 };
 
     while (chunks != NULL) {
         rcgc__roots *chunk = chunks;
@@ -1964,22 +1977,15 @@ static size_t take_candidates(collection *c, rcgc__roots *chunks)
                 chunk->items[kept++] = chunk->items[i];
                 continue;
             }
-            if (c->members.n == before)
-                continue;               /* not entered */
-            t.recent[entered % TAKE_RECENT] = chunk->items[i];
-            if (entered >= TAKE_LAG && take_checks(&t, entered))
-                check_member(c, &t, lag[entered % TAKE_LAG]);
-            lag[entered % TAKE_LAG] = before;
-            entered++;
+            if (c->members.n != before)
+                take_note(c, &t, chunk->items[i], before);
         }
         chunk->n = kept;
         chunk->next = c->chunks;
         c->chunks = chunk;
     }
-    for (size_t k = entered > TAKE_LAG ? entered - TAKE_LAG : 0; k < entered; k++)
-        if (take_checks(&t, k + TAKE_LAG))
-            check_member(c, &t, lag[k % TAKE_LAG]);
-    return parted + entered;
+    take_note_end(c, &t);
+    return parted + t.n;
 }
 
 /*

@@ -664,13 +664,20 @@ bool rcgc__try_incref(rcgc__header *h)
  * the owner word.  The pin is never later than the flag (PROTOCOL-REVIEW
  * hole 3).  The object is not flagged yet (one collection at a time, and
  * every survivor is unflagged).
+ * quick (rcgc__pin_flag_shared): by the shared word alone, as a thread
+ * that is not the owner pins, whoever the caller is: what a helper runs
+ * (collector.c, "Help"), which may be the owner, offline, whose objects
+ * others merge for meanwhile (so it must not count on local); false also
+ * where more is needed (an entry owed to the owner, a count near
+ * saturation), with nothing done: the full pin's work, left to the
+ * collecting thread.
  */
-bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
+static inline bool pin_flag(rcgc__header *h, uintptr_t owner_flags, bool quick)
 {
     intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
 
-    if ((rcgc__word_load_relaxed(&h->owner) | RCGC__OWNER_UNBUFFERED) ==
-        (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
+    if (!quick && (rcgc__word_load_relaxed(&h->owner) | RCGC__OWNER_UNBUFFERED) ==
+                      (rcgc__tls_tid | RCGC__OWNER_UNBUFFERED)) {
         /* Ours and unmerged: alive (I1), and only we count on local. */
         rcgc_incref(rcgc__body(h));
         while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
@@ -679,6 +686,8 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
     } else {
         for (;;) {
             if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s))
+                return false;
+            if (quick && (rcgc__shared_owes(s) || s >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE))
                 return false;
             if (rcgc__shared_owes(s)) {
                 /* As in rcgc__try_incref: pin, flag and the entry. */
@@ -704,29 +713,14 @@ bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
     return true;
 }
 
-/*
- * rcgc__pin_flag by the shared word alone, as any thread that is not the
- * owner pins, whoever the caller is: what a helper runs (collector.c,
- * "Help"), which may be the owner, offline, whose objects others merge
- * for meanwhile (so it must not count on local).  False where more is
- * needed (dead, DYING, an entry owed to the owner, a count near
- * saturation), with nothing done: rcgc__pin_flag's work, left to the
- * collecting thread.
- */
+bool rcgc__pin_flag(rcgc__header *h, uintptr_t owner_flags)
+{
+    return pin_flag(h, owner_flags, false);
+}
+
 bool rcgc__pin_flag_shared(rcgc__header *h, uintptr_t owner_flags)
 {
-    intptr_t s = rcgc__sword_load_relaxed(&h->ref_shared);
-
-    do {
-        if ((s & RCGC__SHARED_DYING) || rcgc__shared_is_dead(s) || rcgc__shared_owes(s) ||
-            s >= RCGC__SHARED_SATURATE - RCGC__SHARED_ONE)
-            return false;
-        /* acq_rel, as in rcgc__pin_flag. */
-    } while (!rcgc__sword_cas_acq_rel(&h->ref_shared, &s,
-                                      ((s + RCGC__SHARED_ONE) | RCGC__SHARED_SCAN) &
-                                          ~RCGC__SHARED_DIRTY));
-    rcgc__word_fetch_or_relaxed(&h->owner, RCGC__OWNER_SCAN | owner_flags);
-    return true;
+    return pin_flag(h, owner_flags, true);
 }
 
 size_t rcgc_refcount(const void *obj)
