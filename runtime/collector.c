@@ -1529,6 +1529,27 @@ static rcgc__u64 help_min = { HELP_MIN };   /* a test may lower it */
 static uint64_t  help_offered, help_taken;  /* parts, in all (gc.lock) */
 static uint64_t  takes_in_parts;            /* takes in parts (collect_mutex) */
 
+/* What step 7 needs to know of the members' fates, summed in step 6's
+   pass (and again, after a component failed, in one of its own). */
+typedef struct tally {
+    size_t back;                   /* members that go back among the candidates */
+    size_t freed;
+    bool finalizers;               /* a member to free has a finalizer */
+    bool release;                  /* ... or a slot to release (see step 7) */
+} tally;
+
+/* Adds member m's fate to t. */
+static inline void tally_add(collection *c, tally *t, const member *m)
+{
+    t->back += m->fate == FATE_RETRY ||
+               (c->truncated && (m->flags & M_ROOT) && m->fate == FATE_LIVE);
+    if (m->fate == FATE_FREED) {
+        t->freed++;
+        t->finalizers |= (m->flags & M_FINALIZER) != 0;
+        t->release |= (m->flags & M_EXTERNAL) || !(m->flags & M_INTERNAL);
+    }
+}
+
 typedef struct part {
     collection *c;
     size_t from, to;               /* members [from, to) */
@@ -1542,6 +1563,7 @@ typedef struct part {
     bool weakrefs, finalizers;     /* step 4: some member has them */
     bool failed, overcounted;      /* step 6 */
     size_t sigma_failures;         /* step 6 */
+    tally tally;                   /* step 6: its members' fates */
 } __attribute__((aligned(64))) part;   /* a line each: both threads write theirs
                                           at every member */
 
@@ -2243,25 +2265,27 @@ static void delta_part(part *p)
             for (size_t e = member_at(c, ahead)->edges, end = edges_end(c, ahead); e < end; e++)
                 __builtin_prefetch(member_at(c, VEC_AT(&c->edges, uint32_t, e)), 1);
         }
-        if (m->color != WHITE)
-            continue;
-        m->flags |= M_INTERNAL;
-        for (size_t e = m->edges, end = edges_end(c, i); e < end; e++)
-            if (member_at(c, VEC_AT(&c->edges, uint32_t, e))->color != WHITE)
-                m->flags &= (uint8_t)~M_INTERNAL;
-        if (m->crc < 0) {
-            p->sigma_failures++;   /* counts moved under us: the Delta-test decides */
-            p->overcounted = true;
+        if (m->color == WHITE) {
+            m->flags |= M_INTERNAL;
+            for (size_t e = m->edges, end = edges_end(c, i); e < end; e++)
+                if (member_at(c, VEC_AT(&c->edges, uint32_t, e))->color != WHITE)
+                    m->flags &= (uint8_t)~M_INTERNAL;
+            if (m->crc < 0) {
+                p->sigma_failures++;   /* counts moved under us: the Delta-test decides */
+                p->overcounted = true;
+            }
+            if (rcgc__sword_cas_acq_rel(&m->h->ref_shared, &(intptr_t){ m->shared },
+                                        m->shared | RCGC__SHARED_DYING)) {
+                m->fate = FATE_FREED;
+            } else {
+                m->fate = FATE_RETRY;
+                p->failed = true;
+            }
         }
-        if (rcgc__sword_cas_acq_rel(&m->h->ref_shared, &(intptr_t){ m->shared },
-                                    m->shared | RCGC__SHARED_DYING)) {
-            m->fate = FATE_FREED;
-        } else {
-            m->fate = FATE_RETRY;
-            p->failed = true;
-        }
+        tally_add(c, &p->tally, m);
     }
 }
+
 
 /* Steps 4-7 for members [0, n).  Each step is one pass over the member
    table; passes that touch object headers prefetch ahead. */
@@ -2368,19 +2392,23 @@ static void examine(collection *c)
             keep_failed(c, FATE_LIVE, true);
     }
 
+    /* The fates, as step 6's parts summed them, or, if a component was
+       kept since, summed again. */
+    tally t = q[0].tally;
+    t.back += q[1].tally.back;
+    t.freed += q[1].tally.freed;
+    t.finalizers |= q[1].tally.finalizers;
+    t.release |= q[1].tally.release;
+    if (failed || overcounted) {
+        t = (tally){ 0 };
+        for (size_t i = 0; i < n; i++)
+            tally_add(c, &t, member_at(c, i));
+    }
     /* Room to put back the members that failed, and the garbage that a
        finalizer may resurrect or SAVEALL may fail to list; else nothing
        is freed this time. */
-    size_t back = 0, freed = 0;
-    bool may_keep = c->debug & RCGC_DEBUG_SAVEALL;
-    for (size_t i = 0; i < n; i++) {
-        member *m = member_at(c, i);
-        back += m->fate == FATE_RETRY ||
-                (c->truncated && (m->flags & M_ROOT) && m->fate == FATE_LIVE);
-        freed += m->fate == FATE_FREED;
-        may_keep |= m->fate == FATE_FREED && (m->flags & M_FINALIZER);
-    }
-    if (!reserve_room(c, back + (may_keep ? freed : 0))) {
+    bool may_keep = (c->debug & RCGC_DEBUG_SAVEALL) || t.finalizers;
+    if (!reserve_room(c, t.back + (may_keep ? t.freed : 0))) {
         c->oom = true;
         for (size_t i = 0; i < n; i++) {
             member *m = member_at(c, i);
@@ -2458,7 +2486,7 @@ static void examine(collection *c)
        edge are one component, which is freed or kept as a whole), needs no
        visit unless a finalizer ran: nothing else can write the slots of
        garbage. */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; (finalized || t.release) && i < n; i++) {
         member *m = member_at(c, i);
         release_ctx r = { c, 0 };
         if (m->fate != FATE_FREED ||
