@@ -388,6 +388,8 @@ typedef struct vec {
     void  *items;
     size_t n, cap, size;
     size_t peak;                   /* the most items since the last trim */
+    size_t hold;                   /* bytes a recent trim kept for a big fill */
+    uint64_t hold_at;              /* ... when (CLOCK_MONOTONIC ns) */
     bool   mapped;
 } vec;
 
@@ -526,16 +528,27 @@ static void vec_clear(vec *v)
 }
 
 /* A mapped vector keeps at most keep bytes of its storage, or (keep not
-   0) what it held at its fullest since the last trim, if more. */
-static void vec_trim(vec *v, size_t keep)
+   0) what it held at its fullest in the trims of the last `decay` ns
+   before now (a decaying maximum: a fill kept stays until a trim at least
+   decay later, unless a bigger one replaces it), if more. */
+static void vec_trim(vec *v, size_t keep, uint64_t now, uint64_t decay)
 {
-    size_t bytes = page_round(v->cap * v->size);
+    size_t bytes = page_round(v->cap * v->size), fill;
 
     vec_clear(v);
-    if (keep != 0 && v->peak * v->size > keep)
-        keep = v->peak * v->size;
-    keep = page_round(keep);
+    fill = v->peak * v->size;
     v->peak = 0;
+    if (keep == 0) {
+        v->hold = 0;
+    } else {
+        if (fill >= v->hold || now - v->hold_at >= decay) {
+            v->hold = fill;
+            v->hold_at = now;
+        }
+        if (v->hold > keep)
+            keep = v->hold;
+    }
+    keep = page_round(keep);
     if (v->items == NULL || bytes <= keep)
         return;
     if (!v->mapped || keep == 0) {
@@ -555,11 +568,11 @@ static void vec_trim(vec *v, size_t keep)
 
 static void vec_free(vec *v)
 {
-    vec_trim(v, 0);
+    vec_trim(v, 0, 0, 0);
 }
 
-#define VEC(type)        { NULL, 0, 0, sizeof(type), 0, false }
-#define VEC_MAPPED(type) { NULL, 0, 0, sizeof(type), 0, true }
+#define VEC(type)        { NULL, 0, 0, sizeof(type), 0, 0, 0, false }
+#define VEC_MAPPED(type) { NULL, 0, 0, sizeof(type), 0, 0, 0, true }
 #define VEC_AT(v, type, i) (((type *)(v)->items)[i])
 
 /* Pins every live tracked object of the registry whose gc_bits have all
@@ -2707,16 +2720,21 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
 }
 
 /* The collections' work vectors, kept from one to the next (see "Large
-   frees"); collect_mutex protects them.  Each keeps WORK_KEEP bytes, or
-   what the last collection filled of it if more: a program whose
-   collections are big every time neither unmaps nor faults in its tables
-   at every one (back-to-back collections of a ring of 10^6: marking 36
-   instead of 48 ms), and a big one is given back at the end of the next
-   collection that is smaller, such as the empty one of rcgc_reclaim_wait
-   (which is why the benchmarks, which call it between collections, do
-   not show this).  The callers of collect_once trim, so the passes of
-   one rcgc_collect count as one collection. */
-#define WORK_KEEP ((size_t)256 << 10)
+   frees"); collect_mutex protects them.  Each keeps WORK_KEEP bytes, or,
+   if more, the most that a collection filled of it in the last
+   WORK_DECAY_NS (vec_trim): a program whose collections are big neither
+   unmaps nor faults in its tables at every one (back-to-back collections
+   of a ring of 10^6: marking 36 instead of 48 ms; with an empty collection
+   between them, as rcgc_reclaim_wait makes, the step probe's graph 101.4
+   -> 96.0 ms and ring 63.5 -> 61.1 when kept).  A table kept for a big
+   collection goes back WORK_DECAY_NS after it: at the end of a later
+   collection, or, with a collector thread, when that thread, idle, wakes
+   at the deadline (idle_wait).  The callers of collect_once trim, so the
+   passes of one rcgc_collect count as one collection.  The price is
+   memory: a collection of 10^6 members holds some 50 MB of tables for a
+   second after it (jemalloc's decay of freed pages is ten). */
+#define WORK_KEEP     ((size_t)256 << 10)
+#define WORK_DECAY_NS ((uint64_t)1000000000)
 static struct {
     vec members, edges, stack, help_edges, found[2];
     vec spare;                     /* surplus_release's sort */
@@ -2725,16 +2743,35 @@ static struct {
     { VEC_MAPPED(rcgc__header *), VEC_MAPPED(rcgc__header *) },
     VEC_MAPPED(rcgc__roots *),
 };
+static rcgc__u64 work_decay_ns = { WORK_DECAY_NS };   /* a test may change it */
+
+#define WORK_VECS(v) \
+    vec *v[] = { &work.members, &work.edges, &work.stack, &work.help_edges, \
+                 &work.found[0], &work.found[1], &work.spare }
 
 static void work_trim(size_t keep)
 {
-    vec_trim(&work.members, keep);
-    vec_trim(&work.edges, keep);
-    vec_trim(&work.stack, keep);
-    vec_trim(&work.help_edges, keep);
-    vec_trim(&work.found[0], keep);
-    vec_trim(&work.found[1], keep);
-    vec_trim(&work.spare, keep);
+    uint64_t now = clock_ns(CLOCK_MONOTONIC), decay = rcgc__u64_load_relaxed(&work_decay_ns);
+    WORK_VECS(v);
+
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        vec_trim(v[i], keep, now, decay);
+}
+
+/* When a table kept for a big collection is due back (CLOCK_MONOTONIC
+   ns), or 0 if none is kept (collect_mutex held). */
+static uint64_t work_due(void)
+{
+    uint64_t due = 0, decay = rcgc__u64_load_relaxed(&work_decay_ns);
+    WORK_VECS(v);
+
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (page_round(v[i]->cap * v[i]->size) <= page_round(WORK_KEEP))
+            continue;
+        if (due == 0 || v[i]->hold_at + decay < due)
+            due = v[i]->hold_at + decay;
+    }
+    return due;
 }
 
 /* A mapped chunk emptied beyond the pool's bound waits on surplus until
@@ -3039,6 +3076,38 @@ static size_t collect_full(void)
 
 /* ---- the collector thread -------------------------------------------------- */
 
+/* The idle collector thread (offline) waits to be woken, or, while it
+   keeps a table for a big collection, until that table is due back, which
+   it then gives back.  Returns after a wake-up, or early; the caller
+   looks again at what there is to do. */
+static void idle_wait(void)
+{
+    struct timespec ts;
+    uint64_t due, now, at;
+
+    pthread_mutex_lock(&collect_mutex);
+    due = work_due();
+    pthread_mutex_unlock(&collect_mutex);
+    if (due == 0) {
+        if (sem_wait(&wake_sem) == 0)
+            rcgc__u32_store_seq_cst(&wake_posted, 0);
+        return;                            /* or EINTR */
+    }
+    /* sem_timedwait's clock is the realtime one: a jump of it only moves
+       the trim. */
+    now = clock_ns(CLOCK_MONOTONIC);
+    at = clock_ns(CLOCK_REALTIME) + (due > now ? due - now : 0);
+    ts.tv_sec = (time_t)(at / 1000000000u);
+    ts.tv_nsec = (long)(at % 1000000000u);
+    if (sem_timedwait(&wake_sem, &ts) == 0) {
+        rcgc__u32_store_seq_cst(&wake_posted, 0);
+    } else if (errno == ETIMEDOUT) {
+        pthread_mutex_lock(&collect_mutex);
+        work_trim(WORK_KEEP);              /* gives back what is due */
+        pthread_mutex_unlock(&collect_mutex);
+    }
+}
+
 static void *collector_main(void *arg)
 {
     (void)arg;
@@ -3057,9 +3126,7 @@ static void *collector_main(void *arg)
         pthread_mutex_lock(&gc.lock);
         while (!gc.stop && gc.requested == gc.completed && !should_collect()) {
             pthread_mutex_unlock(&gc.lock);
-            while (sem_wait(&wake_sem) != 0)
-                ;                          /* EINTR */
-            rcgc__u32_store_seq_cst(&wake_posted, 0);
+            idle_wait();
             pthread_mutex_lock(&gc.lock);
         }
         stop = gc.stop;
@@ -3635,14 +3702,19 @@ void rcgc_garbage_clear(void)
 size_t rcgc__test_work_kept(void)
 {
     size_t bytes = 0;
-    vec *vs[] = { &work.members, &work.edges, &work.stack, &work.help_edges,
-                  &work.found[0], &work.found[1], &work.spare };
+    WORK_VECS(v);
 
     lock_collect();
-    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++)
-        bytes += vs[i]->cap * vs[i]->size;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        bytes += v[i]->cap * v[i]->size;
     pthread_mutex_unlock(&collect_mutex);
     return bytes;
+}
+
+/* How long a table kept for a big collection stays (ns); returns the old. */
+uint64_t rcgc__test_work_decay(uint64_t ns)
+{
+    return rcgc__u64_exchange_seq_cst(&work_decay_ns, ns);
 }
 
 /* Root chunks in existence (mapped, or from malloc in the hard build), how

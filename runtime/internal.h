@@ -379,6 +379,7 @@ size_t    rcgc__test_collect_background_spend(size_t spend, bool *truncated);
 size_t    rcgc__test_last_collection(size_t *examined);   /* rounds; examined */
 size_t    rcgc__test_round_min(void);   /* a collection's first round, in candidates */
 size_t    rcgc__test_work_kept(void);   /* bytes of work tables kept between collections */
+uint64_t  rcgc__test_work_decay(uint64_t ns);   /* how long a big one stays; returns the old */
 /* The least member table whose steps a waiting rcgc_collect caller may
    help with (min 0: unchanged; returns the old); parts offered and taken. */
 size_t    rcgc__test_help(size_t min, uint64_t *offered, uint64_t *taken);

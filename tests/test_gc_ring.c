@@ -14,8 +14,12 @@
  *     then, the reference dropped, everything;
  *   a "lollipop": a 1,000,000-node chain ending in a 2-cycle; the chain
  *     dies by its count, the cycle is collected;
+ *   the work tables: kept for the next collection of their size, even
+ *     past an empty one, until the big one is WORK_DECAY_NS old;
  *   background mode: a smaller ring, built while the collector thread
- *     runs, collected by rcgc_collect from the small-stack thread.
+ *     runs, collected by rcgc_collect from the small-stack thread; then the
+ *     idle collector thread gives a big collection's tables back when they
+ *     are due, with no collection to trim them.
  *
  * Under ASan/TSan (slow, memory-hungry) the sizes are 10x smaller (still far
  * beyond what 256 KiB allows recursively); RCGC_TEST_RING=n overrides.
@@ -264,10 +268,12 @@ int main(void)
     }
 
     /* -- the work tables: a collection keeps what it filled, for the next
-          one of its size, and one that fills less gives the rest back ---- */
+          one of its size; a smaller one gives the rest back once the big
+          one is WORK_DECAY_NS old (here an hour, then none) ------------ */
     rcgc_collect();
     {
-        size_t idle = rcgc__test_work_kept(), big, again;
+        uint64_t decay = rcgc__test_work_decay(3600 * (uint64_t)1000000000);
+        size_t idle = rcgc__test_work_kept(), big, again, empty;
 
         rcgc_decref(ring_new(small_len));
         got = rcgc_collect();
@@ -280,9 +286,15 @@ int main(void)
            "the tables of a ring of %zu stay for the next (kept: %zu bytes idle, then %zu, "
            "then %zu)", small_len, idle, big, again);
         rcgc_collect();
+        empty = rcgc__test_work_kept();
+        ok(empty == big, "an empty collection within the decay keeps them (kept: %zu bytes)",
+           empty);
+        rcgc__test_work_decay(0);
+        rcgc_collect();
         ok(rcgc__test_work_kept() <= idle + (4u << 10) * 5,
-           "an empty collection gives them back (kept: %zu bytes, %zu before the rings)",
-           rcgc__test_work_kept(), idle);
+           "an empty collection after it gives them back (kept: %zu bytes, %zu before the "
+           "rings)", rcgc__test_work_kept(), idle);
+        rcgc__test_work_decay(decay);
     }
     rcgc_shutdown();
 
@@ -293,6 +305,43 @@ int main(void)
     got = collect_small(NULL);
     snprintf(what, sizeof what, "background mode: a garbage ring of %zu", bg_len);
     expect(&b, got, bg_len, 0, what);
+
+    /* -- ... and the idle collector thread gives back a big collection's
+          tables when they are due, with no collection to trim them ----- */
+    {
+        uint64_t decay = rcgc__test_work_decay(0);
+        size_t idle, big, kept;
+        struct timespec since, now;
+        double waited;
+
+        rcgc_collect();                     /* gives back what the last kept */
+        idle = rcgc__test_work_kept();
+        rcgc__test_work_decay(200 * (uint64_t)1000000);
+        rcgc_disable();                     /* no collection but the one asked */
+        rcgc_decref(ring_new(small_len));
+        got = rcgc_collect();
+        clock_gettime(CLOCK_MONOTONIC, &since);
+        big = rcgc__test_work_kept();
+        do {
+            struct timespec ms = { 0, 10 * 1000000 };
+
+            nanosleep(&ms, NULL);
+            kept = rcgc__test_work_kept();
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            waited = (double)(now.tv_sec - since.tv_sec) +
+                     (double)(now.tv_nsec - since.tv_nsec) / 1e9;
+        } while ((kept > idle + (2u << 20) || kept >= big / 2) && waited < 30);
+        is_size(got, small_len, "background mode: a garbage ring of %zu", small_len);
+        /* Due 0.2 s after the trim that ends the collection, a little
+           before rcgc_collect returns.  Each of the seven tables keeps
+           256 KiB (WORK_KEEP), or what it had before if more. */
+        ok(big >= small_len * 32 && kept <= idle + (2u << 20) && kept < big / 2 &&
+           waited >= 0.15,
+           "its tables (%zu bytes) given back by the idle collector thread %.2f s after "
+           "the collection (decay 0.2 s; kept %zu, %zu before)", big, waited, kept, idle);
+        rcgc_enable();
+        rcgc__test_work_decay(decay);
+    }
     rcgc_shutdown();
     return done_testing();
 }
