@@ -1282,6 +1282,7 @@ typedef struct collection {
     bool oom, truncated;           /* truncated: marking stopped at the budget
                                       (background; that round is the last) */
     bool joined;                   /* the white components are known (join) */
+    bool all_white;                /* step 5 found no member black */
     size_t helped;                 /* parts a waiting caller ran (see "Help") */
     int phase;                     /* the step at hand */
     uint64_t phase_at;             /* when it began */
@@ -2275,12 +2276,14 @@ static void delta_part(part *p)
         if (i + PREFETCH_AHEAD < n && member_at(c, i + PREFETCH_AHEAD)->color == WHITE) {
             size_t ahead = i + PREFETCH_AHEAD;
             __builtin_prefetch(member_at(c, ahead)->h, 1);
-            for (size_t e = member_at(c, ahead)->edges, end = edges_end(c, ahead); e < end; e++)
+            for (size_t e = member_at(c, ahead)->edges, end = edges_end(c, ahead);
+                 !c->all_white && e < end; e++)
                 __builtin_prefetch(member_at(c, VEC_AT(&c->edges, uint32_t, e)), 1);
         }
         if (m->color == WHITE) {
+            /* All white: every edge leads to a white member. */
             m->flags |= M_INTERNAL;
-            for (size_t e = m->edges, end = edges_end(c, i); e < end; e++)
+            for (size_t e = m->edges, end = edges_end(c, i); !c->all_white && e < end; e++)
                 if (member_at(c, VEC_AT(&c->edges, uint32_t, e))->color != WHITE)
                     m->flags &= (uint8_t)~M_INTERNAL;
             if (m->crc < 0) {
@@ -2354,6 +2357,7 @@ static void examine(collection *c)
         if (m->color == BLACK && !push_index(&c->oom, &c->stack, i))
             return;
     }
+    c->all_white = c->stack.n == 0;
     while (c->stack.n > 0) {
         size_t i = VEC_AT(&c->stack, uint32_t, --c->stack.n);
         for (size_t e = member_at(c, i)->edges, end = edges_end(c, i); e < end; e++) {
