@@ -817,6 +817,7 @@ _Static_assert(sizeof(rcgc__roots) % ROOTS_ALIGN == 0, "aligned_alloc's rule");
 
 /* Chunks in existence, for a test's leak check (rcgc__test_chunks). */
 static rcgc__u64 chunks_live;
+static rcgc__u64 chunks_made;      /* chunks mapped (or malloc'd), all time (tests) */
 
 /*
  * Up to n chunks, linked by next (NULL: no memory).  Mapped chunks come
@@ -841,6 +842,7 @@ static rcgc__roots *chunk_alloc_batch(size_t n)
             return NULL;
         list->next = NULL;
         rcgc__u64_fetch_add_relaxed(&chunks_live, 1);
+        rcgc__u64_fetch_add_relaxed(&chunks_made, 1);
         return list;
     }
     p = mmap(NULL, n * sizeof(rcgc__roots), PROT_READ | PROT_WRITE,
@@ -853,6 +855,7 @@ static rcgc__roots *chunk_alloc_batch(size_t n)
         list = k;
     }
     rcgc__u64_fetch_add_relaxed(&chunks_live, n);
+    rcgc__u64_fetch_add_relaxed(&chunks_made, n);
     return list;
 }
 
@@ -1014,19 +1017,30 @@ static size_t pool_count(void)
  * collection and every so often during one, so that mutators seldom
  * map a chunk themselves (a system call inside a decrement).  The
  * stock doubles, up to POOL_MAX, whenever a mutator found the pool
- * empty since the last look.  Collecting thread only.
+ * empty since the last look; and it halves, down to POOL_MIN, at the
+ * start of a collection when none did since the last one began and that
+ * one ended with more chunks than the pool keeps (surplus_release): it
+ * mapped chunks that its own candidates' emptied chunks then pushed out.
+ * Without the halving, a stock grown once (10^6 candidates made between
+ * two collections) stayed at POOL_MAX for good, and every later
+ * collection mapped the chunks its mutators had taken, only to unmap as
+ * many at its end: 1.3 of BM_livegarbage/1000000's 6.5 ms, where
+ * BM_livegarbage/0, whose stock never grew, paid nothing.  Collecting
+ * thread only (collect_mutex).
  */
+static uint64_t pool_want = POOL_MIN, pool_misses_seen, pool_misses_begun;
+static bool     pool_surplus;      /* the last collection unmapped surplus */
+
 static void chunk_pool_tend(void)
 {
-    static uint64_t want = POOL_MIN, misses_seen;
     uint64_t misses = rcgc__u64_load_relaxed(&chunk_misses);
 
-    if (misses != misses_seen) {
-        misses_seen = misses;
-        want = want * 2 < POOL_MAX ? want * 2 : POOL_MAX;
+    if (misses != pool_misses_seen) {
+        pool_misses_seen = misses;
+        pool_want = pool_want * 2 < POOL_MAX ? pool_want * 2 : POOL_MAX;
     }
-    for (size_t n; (n = pool_count()) < want;) {
-        rcgc__roots *k = chunk_alloc_batch(want - n);
+    for (size_t n; (n = pool_count()) < pool_want;) {
+        rcgc__roots *k = chunk_alloc_batch(pool_want - n);
 
         if (k == NULL)
             break;
@@ -1051,6 +1065,18 @@ static void chunk_pool_tend(void)
  * root chunks, live in mappings of their own, which glibc never sees, and
  * stay for the next collection (work_trim).
  */
+/* ... at the start of a collection (see above). */
+static void chunk_pool_tend_begin(void)
+{
+    uint64_t misses = rcgc__u64_load_relaxed(&chunk_misses);
+
+    if (pool_surplus && misses == pool_misses_begun && pool_want / 2 >= POOL_MIN)
+        pool_want /= 2;
+    pool_surplus = false;
+    pool_misses_begun = misses;
+    chunk_pool_tend();
+}
+
 /* ... called at every 2^16th step of a pass over members. */
 static inline void chunk_pool_tend_at(size_t step)
 {
@@ -2840,6 +2866,7 @@ static void surplus_release(void)
 
     if (surplus == NULL)
         return;
+    pool_surplus = true;           /* see chunk_pool_tend */
     if (surplus_sort_fails || !vec_reserve(v, nsurplus)) {   /* no room to sort: one by one */
         surplus_one_by_one += nsurplus;
         while (surplus != NULL) {
@@ -2958,7 +2985,7 @@ static size_t collect_once(bool full, size_t spend_max)
     find_missed(&chunks);
 
     run_callbacks(RCGC_PHASE_START, &info);
-    chunk_pool_tend();
+    chunk_pool_tend_begin();
 
     retried = 0;
     if (!full) {
@@ -3739,6 +3766,18 @@ size_t rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max)
         *one_by_one = surplus_one_by_one;
     pthread_mutex_unlock(&collect_mutex);
     return (size_t)rcgc__u64_load_relaxed(&chunks_live);
+}
+
+/* Root chunks made, all time; *want: the stock the collecting thread
+   keeps the pool at (chunk_pool_tend). */
+uint64_t rcgc__test_chunks_made(size_t *want)
+{
+    if (want != NULL) {
+        lock_collect();
+        *want = (size_t)pool_want;
+        pthread_mutex_unlock(&collect_mutex);
+    }
+    return rcgc__u64_load_relaxed(&chunks_made);
 }
 
 /* The pool's count as its word says it; *walked: the chunks its list

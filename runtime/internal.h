@@ -387,6 +387,8 @@ uint64_t  rcgc__test_takes_in_parts(void);
 /* Root chunks in existence; fail 0 or 1: whether collections find no memory
    to sort their surplus chunks (-1: as before). */
 size_t    rcgc__test_chunks(int fail, size_t *one_by_one, size_t *pool_max);
+/* Root chunks made, all time; *want: the stock the pool is kept at. */
+uint64_t  rcgc__test_chunks_made(size_t *want);
 /* The root-chunk pool's count (its word's low bits); *walked: its list's
    length, walked (no thread may take or put meanwhile). */
 size_t    rcgc__test_pool(size_t *walked);

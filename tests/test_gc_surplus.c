@@ -31,6 +31,14 @@
  *               whole pool as spares and maps nothing, and its detach
  *               fills the pool again (were the rest dropped, the pool
  *               would hold 17 and the shutdown case find chunks left);
+ *   steady      after a burst that grew the pool's stock to its bound
+ *               (PAIRS garbage 2-cycles, more candidates than the pool
+ *               holds), STEADY collections of STEADY_PAIRS each: once the
+ *               first has unmapped surplus chunks, the stock halves at each
+ *               collection's start until it stays, and the last collections
+ *               make no chunk (a stock kept at its bound made, at each
+ *               collection's start, the chunks the candidates had taken,
+ *               and unmapped as many at its end);
  *   busy        BUSY threads at once, each REPS times: PAIRS_EACH garbage
  *               2-cycles, then rcgc_collect (collections retire chunks
  *               into the pool while the other threads take it): all the
@@ -62,6 +70,8 @@
 #define BUSY       4
 #define REPS       5
 #define PAIRS_EACH 2000          /* 4000 candidates: about four chunks */
+#define STEADY       12
+#define STEADY_PAIRS 20000       /* 40 000 candidates: about 40 chunks */
 
 typedef struct node {
     rcgc_ref next;
@@ -265,6 +275,35 @@ static void race(void)
     pool_consistent("race");
 }
 
+static void steady(void)
+{
+    size_t want_burst, want, pool_max;
+    uint64_t made = 0, before;
+
+    (void)rcgc__test_chunks(-1, NULL, &pool_max);
+    /* The burst: the thread's takes find the pool empty, so the stock
+       doubles (at the collection's tending) up to the bound. */
+    for (int i = 0; i < 2; i++) {
+        drop_pairs_of(&node_type, offsetof(node, next), PAIRS);
+        rcgc_collect();
+    }
+    (void)rcgc__test_chunks_made(&want_burst);
+    for (int i = 0; i < STEADY; i++) {
+        before = rcgc__test_chunks_made(NULL);
+        drop_pairs_of(&node_type, offsetof(node, next), STEADY_PAIRS);
+        rcgc_collect();
+        if (i >= STEADY - 4)
+            made += rcgc__test_chunks_made(NULL) - before;
+    }
+    (void)rcgc__test_chunks_made(&want);
+    ok(want_burst == pool_max, "steady: the burst grew the stock to the bound (%zu of %zu)",
+       want_burst, pool_max);
+    ok(want < pool_max && made == 0,
+       "steady: the stock went down to %zu, and the last 4 collections of %d candidates made "
+       "%" PRIu64 " chunks", want, 2 * STEADY_PAIRS, made);
+    pool_consistent("steady");
+}
+
 static void *busy_worker(void *arg)
 {
     (void)arg;
@@ -319,6 +358,7 @@ int main(void)
     threads_come_and_go();
     share();
     race();
+    steady();
     busy();
     rcgc_shutdown();
     is_size(rcgc__test_chunks(-1, NULL, NULL), 0, "shutdown: no root chunk left");
