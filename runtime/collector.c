@@ -1052,6 +1052,18 @@ static void chunk_pool_tend(void)
     }
 }
 
+/* ... at the start of a collection (see above). */
+static void chunk_pool_tend_begin(void)
+{
+    uint64_t misses = rcgc__u64_load_relaxed(&chunk_misses);
+
+    if (pool_surplus && misses == pool_misses_begun && pool_want / 2 >= POOL_MIN)
+        pool_want /= 2;
+    pool_surplus = false;
+    pool_misses_begun = misses;
+    chunk_pool_tend();
+}
+
 /*
  * Large frees.  glibc keeps small freed blocks (every object a collection
  * frees) in its fast bins, and the first free of a block that coalesces
@@ -1065,18 +1077,6 @@ static void chunk_pool_tend(void)
  * root chunks, live in mappings of their own, which glibc never sees, and
  * stay for the next collection (work_trim).
  */
-/* ... at the start of a collection (see above). */
-static void chunk_pool_tend_begin(void)
-{
-    uint64_t misses = rcgc__u64_load_relaxed(&chunk_misses);
-
-    if (pool_surplus && misses == pool_misses_begun && pool_want / 2 >= POOL_MIN)
-        pool_want /= 2;
-    pool_surplus = false;
-    pool_misses_begun = misses;
-    chunk_pool_tend();
-}
-
 /* ... called at every 2^16th step of a pass over members. */
 static inline void chunk_pool_tend_at(size_t step)
 {
@@ -2330,7 +2330,6 @@ static void delta_part(part *p)
         tally_add(c, &p->tally, m);
     }
 }
-
 
 /* Steps 4-7 for members [0, n).  Each step is one pass over the member
    table; passes that touch object headers prefetch ahead. */
