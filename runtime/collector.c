@@ -413,9 +413,9 @@ static size_t page_round(size_t bytes)
    most HUGE_FROM bytes) into a new aligned mapping: moved there by
    mremap, its 4 KiB pages would fill the first 2 MiB, where the kernel
    then makes no huge page, and growing to 2 MiB in 4 KiB pages is 512
-   faults, about 7 ms here, for each of a big collection's member, edge
-   and helper's edge tables (between collections, rcgc_reclaim_wait's empty
-   one gives big tables back: see "Large frees").  Faults in one
+   faults, about 7 ms here, for each of the member, edge and helper's
+   edge tables of a big collection whose tables had been given back (see
+   the work vectors' decay, work_trim).  Faults in one
    collection of 10^6 objects: about 1500 before, 80-250 after; a step
    probe, medians of 40 collections alternating with the earlier build:
    BM_collect_ring's heap 96.7 -> 79.0 ms, the graph's 130.2 -> 114.2,
@@ -1560,7 +1560,10 @@ static void mark_visit(rcgc_ref *slot, void *ctx)
  * ring's unchanged (its members are settled at their take).  Not helped,
  * because it did not pay:
  * step 7's frees (two threads freeing into one malloc arena took as long
- * as one), and small tables (the 5000-member rounds of BM_collect_pairs,
+ * as one; handing the helper only the blocks bound for free(), so that
+ * one thread alone frees into the arena, made the graph's step 7 24.2 ->
+ * 30.1 ms: the helper's frees missed the cache, and the collecting
+ * thread's part slowed from 18-28 to 26-45 ms beside them), and small tables (the 5000-member rounds of BM_collect_pairs,
  * with a helper that lingered between parts: 55 -> 71 ms, each half's
  * records moving between the two cores' caches).
  */
