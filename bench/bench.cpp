@@ -215,10 +215,14 @@ constexpr uint64_t kGraphSeed = 0x9e3779b97f4a7c15u;
 // random order) built its objects at scattered addresses and collected
 // them slower: BM_livegarbage's 10^5 garbage took 4.6-5.1 ms (median of
 // 25 collections) after nothing, 5.1-7.3 after BM_collect_graph and
-// 5.7-10.2 after BM_pause, and /1000000 over /0 came out anywhere from
-// 0.98 to 1.46 in the main job.  malloc_trim consolidates the freed
-// blocks: 4.3-5.7 ms after each of those.  Within a case, iterations
-// inherit the heap their own previous iteration left, as a program's do.
+// 5.7-10.2 after BM_pause, and /1000000 over /0 came out at 0.98 and 1.46
+// in two runs of the main job, 1.05 and 1.68 in two of the collector
+// cases.  malloc_trim consolidates the freed blocks: 4.3-5.7 ms after
+// each of those (one 7.4), and the ratio 0.89-1.01 in four runs (most
+// of rcgc's own free blocks are back in malloc by then: rcgc_reclaim_wait,
+// in Settle, gives back the pool and the caller's thread cache).  Within
+// a case, iterations inherit the heap their own previous iteration left,
+// as a program's do.
 void FreshHeap() {
 #ifdef __GLIBC__
   malloc_trim(0);
