@@ -4,16 +4,14 @@
  * rcgc__fatal writes one line with write(2) and aborts: no allocation, no
  * lock, safe in any state.  Debug builds poison a released object (magic
  * DEAD, body filled with 0xDB) and keep its memory in a FIFO quarantine of
- * QUARANTINE_SIZE objects before freeing it, so a stale use is reported as
- * such instead of reading reused memory.
+ * RCGC__QUARANTINE_SIZE objects before freeing it, so a stale use is
+ * reported as such instead of reading reused memory.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
-
-#define QUARANTINE_SIZE 4096
 
 static size_t append(char *buf, size_t len, size_t cap, const char *s)
 {
@@ -108,7 +106,7 @@ void rcgc__poison(rcgc__header *h)
 
 static struct {
     pthread_mutex_t lock;
-    rcgc__header   *ring[QUARANTINE_SIZE];
+    rcgc__header   *ring[RCGC__QUARANTINE_SIZE];
     size_t          next;
 } quarantine = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -123,7 +121,7 @@ void rcgc__quarantine(rcgc__header *h)
     pthread_mutex_lock(&quarantine.lock);
     evicted = quarantine.ring[quarantine.next];
     quarantine.ring[quarantine.next] = h;
-    quarantine.next = (quarantine.next + 1) % QUARANTINE_SIZE;
+    quarantine.next = (quarantine.next + 1) % RCGC__QUARANTINE_SIZE;
     pthread_mutex_unlock(&quarantine.lock);
     if (evicted != NULL)
         rcgc__mem_release(evicted);
@@ -141,7 +139,7 @@ void rcgc__quarantine_list(rcgc__header *h)
 void rcgc__quarantine_flush(void)
 {
     pthread_mutex_lock(&quarantine.lock);
-    for (size_t i = 0; i < QUARANTINE_SIZE; i++) {
+    for (size_t i = 0; i < RCGC__QUARANTINE_SIZE; i++) {
         if (quarantine.ring[i] != NULL)
             rcgc__mem_release(quarantine.ring[i]);
         quarantine.ring[i] = NULL;

@@ -38,7 +38,10 @@
  *          liburcu's registry (epoch.c).  The reclaimer and the collector
  *          thread start again, the forking thread comes back online, and it
  *          merges the objects that were queued to the gone threads and
- *          releases the ones whose release they had yet to begin.
+ *          releases the ones whose release they had yet to begin, or had
+ *          begun and left on their lists, torn, for their memory
+ *          (object.c, "Order"; the release finds them finalized and
+ *          releases what is left in their slots).
  *
  * What a gone thread held on its stack is a reference no one can drop, in
  * the child as after any thread that dies without detaching: those

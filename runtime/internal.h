@@ -154,7 +154,10 @@ typedef struct rcgc__thread {
     uintptr_t tid;                  /* never reused; constant */
 
     /* Written by this thread only. */
-    rcgc__header *release_list;     /* objects at zero awaiting finalize/teardown */
+    rcgc__header *release_list;     /* objects at zero awaiting finalize/teardown,
+                                       linked by link; an entry with
+                                       RCGC__RELEASE_TORN awaits only its
+                                       memory's (object.c, "Order") */
     bool          releasing;        /* a release loop is running on this thread */
     rcgc__header *finalizing;       /* whose finalizer that loop runs: made DYING by
                                        it, until its weak references are cleared
@@ -281,6 +284,17 @@ void rcgc__release(rcgc__header *h);         /* count reached zero: finalize, te
 void rcgc__dispose(rcgc__thread *th, rcgc__header *h);  /* torn down: account, free */
 void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out of the registry */
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
+
+/* A release list's entry (or link) is an object's address, tagged with
+   RCGC__RELEASE_TORN (headers are 16-byte aligned) once its slots are
+   released and only its memory's teardown is left. */
+#define RCGC__RELEASE_TORN ((uintptr_t)1)
+
+static inline rcgc__header *rcgc__release_entry(rcgc__header *entry)
+{
+    return (rcgc__header *)((uintptr_t)entry & ~RCGC__RELEASE_TORN);
+}
+
 void rcgc__defer_memory(void *obj);   /* DEFERRED: freed after a grace period; NULL: nothing */
 
 /* ---- weakref.c --------------------------------------------------------- */
@@ -351,6 +365,9 @@ int  rcgc__gc_restart(void);                        /* the collector thread, if 
 _Noreturn void rcgc__fatal(const char *fn, const char *problem, const void *obj);
 _Noreturn void rcgc__fatal_type(const char *fn, const char *problem, const rcgc_type *type);
 void rcgc__poison(rcgc__header *h);
+/* Debug builds hold the last RCGC__QUARANTINE_SIZE objects freed, first in
+   first out, before their memory goes (debug.c). */
+#define RCGC__QUARANTINE_SIZE 4096
 void rcgc__quarantine(rcgc__header *h);     /* debug builds: delays the real free */
 void rcgc__quarantine_list(rcgc__header *h); /* ... every object of a link list */
 void rcgc__quarantine_flush(void);

@@ -428,11 +428,15 @@ void rcgc__threads_fork(enum rcgc__fork_step step)
  * are lost with it: a reference nobody can drop.  An object whose
  * finalizer it was running loses DYING, so that no load waits for it.
  */
-/* Moves every object of the list *from (linked by link) onto *to. */
+/* Moves every object of the list *from (linked by link) onto *to.  A
+   release list's torn entries lose their tag: released again, such an
+   object finds its weak references cleared, its finalizer run (FINALIZED),
+   and in its slots what its thread had yet to release, if it stopped in
+   the middle (object.c, "Order"). */
 static void move_links(rcgc__header **from, rcgc__header **to)
 {
     while (*from != NULL) {
-        rcgc__header *h = *from;
+        rcgc__header *h = rcgc__release_entry(*from);
 
         *from = h->link;
         h->link = *to;

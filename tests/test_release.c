@@ -12,7 +12,12 @@
  *     owner's behalf, still in constant stack;
  *   order: each node's finalizer loads its slot and finds the next node
  *     intact (not finalized, right id, live magic); nodes are finalized
- *     head first, each exactly once.
+ *     head first, each exactly once;
+ *   memory's order (seen through the free hook; object.c, "Order"): a
+ *     binary tree built parent first, left to right, and dropped gives its
+ *     memory back in exactly the reverse of the order it was allocated in,
+ *     children before their parent, the last child first; a chain built
+ *     head first, in the order it was allocated in, parent first.
  *
  * Under ASan/TSan (slow, memory-hungry) the chains are 10x shorter, still
  * far beyond what 256 KiB allows recursively.  RCGC_TEST_CHAIN=n overrides.
@@ -113,6 +118,146 @@ static double now_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- the order memory goes back in -------------------------------------- */
+
+typedef struct tnode {
+    rcgc_ref left, right;
+} tnode;
+
+static void tnode_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    visit(&((tnode *)obj)->left, ctx);
+    visit(&((tnode *)obj)->right, ctx);
+}
+
+static const rcgc_type tnode_type = { "tnode", sizeof(tnode), tnode_traverse, NULL,
+                                      RCGC_TYPE_ACYCLIC };
+
+/* 16383 nodes: more than a debug build's quarantine holds, so that its
+   first frees reach the hook before rcgc_reclaim_wait. */
+#define ORDER_DEPTH 13
+#define ORDER_NODES (((size_t)2 << ORDER_DEPTH) - 1)
+
+/* Blocks in the order the hooks saw them (main thread only; recording is
+   on while the tree lives). */
+static void  *made[ORDER_NODES], *gone[ORDER_NODES];
+static size_t nmade, ngone, nextra;
+static bool   recording;
+
+static void *order_alloc(size_t size, void *ctx)
+{
+    void *p = malloc(size);
+
+    (void)ctx;
+    if (p != NULL && recording) {
+        if (nmade < ORDER_NODES)
+            made[nmade++] = p;
+        else
+            nextra++;
+    }
+    return p;
+}
+
+static void order_free(void *p, size_t size, void *ctx)
+{
+    (void)size;
+    (void)ctx;
+    if (recording) {
+        if (ngone < ORDER_NODES)
+            gone[ngone++] = p;
+        else
+            nextra++;
+    }
+    free(p);
+}
+
+static void order_start(void)
+{
+    nmade = ngone = nextra = 0;
+    recording = true;
+}
+
+/* Parent first, then the left subtree, then the right. */
+static tnode *tree_make(int depth)
+{
+    tnode *n = rcgc_new(&tnode_type), *l, *r;
+
+    if (n == NULL)
+        bail_out("rcgc_new failed at depth %d", depth);
+    if (depth > 0) {
+        l = tree_make(depth - 1);
+        r = tree_make(depth - 1);
+        rcgc_ref_init(&n->left, l);
+        rcgc_ref_init(&n->right, r);
+        rcgc_decref(l);
+        rcgc_decref(r);
+    }
+    return n;
+}
+
+/* Head first: each node allocated before the next, which its slot holds. */
+static tnode *chain_make(size_t len)
+{
+    tnode *head = NULL, *tail = NULL;
+
+    for (size_t i = 0; i < len; i++) {
+        tnode *n = rcgc_new(&tnode_type);
+
+        if (n == NULL)
+            bail_out("rcgc_new failed at node %zu", i);
+        if (tail == NULL) {
+            head = n;
+        } else {
+            rcgc_ref_init(&tail->left, n);
+            rcgc_decref(n);
+        }
+        tail = n;
+    }
+    return head;
+}
+
+/* Drops root, lets a debug build's quarantine go, and checks the frees:
+   reversed, the reverse of the allocations; else in their order. */
+static void order_check(void *root, const char *what, bool reversed)
+{
+    size_t before_flush, expect, out_of_order = 0;
+
+    rcgc_decref(root);
+    before_flush = ngone;
+    rcgc_reclaim_wait();
+    recording = false;
+    /* Debug builds hold the last RCGC__QUARANTINE_SIZE frees back; the
+       earlier ones went in the teardown's order. */
+    expect = RCGC_DEBUG ? ORDER_NODES - RCGC__QUARANTINE_SIZE : ORDER_NODES;
+    is_size(nmade, ORDER_NODES, "%s: %zu nodes allocated through the hook", what,
+            ORDER_NODES);
+    is_size(before_flush, expect, "%s: %zu freed by the teardown itself", what, expect);
+    for (size_t i = 0; i < before_flush && i < nmade; i++)
+        out_of_order += gone[i] != made[reversed ? nmade - 1 - i : i];
+    is_size(out_of_order, 0,
+            reversed ? "%s: memory goes back in the reverse of the build's order, "
+                       "children before their parent, the last child first"
+                     : "%s: memory goes back in the build's order, parent first",
+            what);
+    is_size(ngone, ORDER_NODES, "%s: every node freed once the quarantine lets go", what);
+    is_size(nextra, 0, "%s: nothing else allocated or freed meanwhile", what);
+}
+
+static void test_memory_order(void)
+{
+    rcgc_options opts = { 0 };
+
+    opts.manual = 1;
+    opts.alloc = order_alloc;
+    opts.free = order_free;
+    TAP_REQUIRE(rcgc_init(&opts) == 0, "rcgc_init (allocation hooks)");
+    order_start();
+    order_check(tree_make(ORDER_DEPTH), "a binary tree", true);
+    order_start();
+    order_check(chain_make(ORDER_NODES), "a chain", false);
+    rcgc_shutdown();
 }
 
 /* ---- the small-stack thread ---------------------------------------------- */
@@ -228,5 +373,7 @@ int main(void)
     rcgc_reclaim_wait();
 
     rcgc_shutdown();
+
+    test_memory_order();
     return done_testing();
 }
