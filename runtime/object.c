@@ -20,21 +20,25 @@
  * Order.  Before its slots are released, the object goes back on the
  * release list, tagged RCGC__RELEASE_TORN, beneath the children that die
  * then.  If two or more die, its memory goes when the list comes back down
- * to it; if one or none, at once.  So a tree's memory goes children first,
- * the last slot's child first: the exact reverse of the order in which a
- * builder that makes each parent before its children, left to right,
- * allocated it.  The thread cache hands blocks out last in first out
- * (runtime.c), so the next tree built that way gets the same blocks in
- * the same order, in address order if the first one's were, and walks
- * them as a stream.  Parent first, the next tree got the old one's blocks
- * in post-order: a scattering that compounded from tree to tree (in
- * BM_bintree/18, three quarters of rcgc__mem_alloc's samples, a fifth of
- * the run, were misses on the popped block).  ORDER_FIGURES.  A chain
- * (one child each) keeps parent first: its blocks come back reversed,
- * still a stream, and its nodes' headers are not read a second time, a
- * miss each on a long chain (a chain of 10^7, eight releases: 164-178 ms,
- * one 271, with every parent after its child; 149-163 parent first).
- * test_release checks both orders through the free hook.
+ * to it; if one or none, at once.  So a tree whose every inner node has
+ * two children or more gives its memory back children first, the last
+ * slot's child first: the exact reverse of the order in which a builder
+ * that makes each parent before its children, left to right, allocated
+ * it.  The thread cache hands blocks out last in first out (runtime.c),
+ * so the next tree built that way gets the same blocks in the same order,
+ * in address order if the first one's were, and walks them as a stream.
+ * Parent first, the next tree got the old one's blocks in post-order: a
+ * scattering that compounded from tree to tree (in BM_bintree/18, three
+ * quarters of rcgc__mem_alloc's samples, a fifth of the run, were misses
+ * on the popped block).  BM_bintree/18 against malloc, four runs of the
+ * trees alone alternating with the build before: 1.15, 1.78 (a slow
+ * spell), 0.93 and 1.08x, against 1.51, 1.67, 1.61 and 1.52x (medians of
+ * five).  A chain (one child each) keeps parent first: its blocks come
+ * back reversed, still a stream, and its nodes' headers are not read a
+ * second time, a miss each on a long chain (a chain of 10^7, eight
+ * releases: 164-178 ms, one 271, with every parent after its child;
+ * 149-163 parent first).  test_release checks both orders through the
+ * free hook.
  *
  * Memory: a thread inside rcgc_ref_load may have read an object's pointer
  * from a slot and not yet incremented it.  That load holds a reference to
