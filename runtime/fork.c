@@ -46,8 +46,9 @@
  * What a gone thread held on its stack is a reference no one can drop, in
  * the child as after any thread that dies without detaching: those
  * objects stay alive (and are listed by RCGC_DEBUG_LEAK).  So is an object
- * whose teardown it had begun (and the weak-reference callbacks that
- * teardown had yet to run: their handles are never freed).  Nothing
+ * whose teardown it had begun and not yet brought to its slots (and the
+ * weak-reference callbacks that teardown had yet to run: their handles
+ * are never freed).  Nothing
  * makes the fork wait for the few instructions of a count's slow path.
  * A thread stopped while adding a candidate to its root chunk (its slot
  * claimed) would take the chunk with it, and every candidate in it: the

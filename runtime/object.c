@@ -292,9 +292,7 @@ void rcgc__release(rcgc__header *h)
         if (resurrected)
             continue;
         if (type->traverse != NULL) {
-            rcgc__header *torn = (rcgc__header *)((uintptr_t)h | RCGC__RELEASE_TORN);
-
-            rcgc__header *top;
+            rcgc__header *torn = (rcgc__header *)((uintptr_t)h | RCGC__RELEASE_TORN), *top;
 
             /* Back on the list, torn, beneath the children that die now:
                if two or more do, their teardown first, then our memory

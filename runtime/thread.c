@@ -424,9 +424,11 @@ void rcgc__threads_fork(enum rcgc__fork_step step)
  * merges and releases them once the runtime's threads run again), its
  * candidates to the collector, its dead objects to the reclaimer, its
  * thread cache to malloc, its liburcu reader out of liburcu's registry.
- * What it held on its stack, and an object whose teardown it had begun,
- * are lost with it: a reference nobody can drop.  An object whose
- * finalizer it was running loses DYING, so that no load waits for it.
+ * What it held on its stack, and an object whose teardown it had begun
+ * and not yet brought to its slots, are lost with it: a reference nobody
+ * can drop.  One that had reached its slots is on its release list, torn,
+ * and the caller finishes it.  An object whose finalizer it was running
+ * loses DYING, so that no load waits for it.
  */
 /* Moves every object of the list *from (linked by link) onto *to.  A
    release list's torn entries lose their tag: released again, such an
