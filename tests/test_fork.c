@@ -34,6 +34,12 @@
  * made a weak reference to it, and has not returned; the child takes
  * DYING off the object, so a load and an upgrade return it.
  *
+ * inside a teardown: T's release of a tree has reached the root's slots
+ *   (the root waits on T's release list, torn, for its memory, beneath its
+ *   left child) and stopped in the right child's finalizer; the child
+ *   frees the root without finalizing it again, tears down the left
+ *   subtree, and keeps the right one, which T's lost reference holds.
+ *
  * inside a candidate's add: A has claimed its root chunk to add a
  * candidate and not yet added it; the child collects that chunk's
  * candidates and the one being added.
@@ -913,6 +919,125 @@ static void inside_a_finalizer(void)
     rcgc_shutdown();
 }
 
+/* ---- inside a teardown ------------------------------------------------- */
+
+/* A tree of TEAR_NODES, numbered parent first, left to right: the root
+   0, its left child 1 (subtree 1-7), its right child 8 (subtree 8-14).
+   T drops the root: its finalizer runs, its slots are released and both
+   children die, so it goes back on T's list, torn, beneath them
+   (object.c, "Order"); the right child's finalizer then stops, offline,
+   while the main thread forks.  In the child T is gone, and its list
+   (the left child, the torn root) comes to the forking thread. */
+
+#define TEAR_DEPTH 3
+#define TEAR_NODES 15
+#define TEAR_STOP  8
+
+typedef struct tear {
+    rcgc_ref left, right;
+    unsigned id;
+} tear;
+
+static unsigned tear_fin[TEAR_NODES];   /* atomic: finalizations of each */
+static int tear_in, tear_go;
+static uint64_t tear_live0;
+
+static void tear_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
+{
+    visit(&((tear *)obj)->left, ctx);
+    visit(&((tear *)obj)->right, ctx);
+}
+
+static void tear_finalize(void *obj)
+{
+    tear *t = obj;
+
+    __atomic_fetch_add(&tear_fin[t->id], 1, __ATOMIC_RELAXED);
+    if (t->id == TEAR_STOP) {
+        flag_set(&tear_in);
+        stop_offline(&tear_go);
+    }
+}
+
+static const rcgc_type tear_type = { "fork_tear", sizeof(tear), tear_traverse, tear_finalize,
+                                     RCGC_TYPE_ACYCLIC };
+
+static tear *tear_make(int depth, unsigned *id)
+{
+    tear *t = rcgc_new(&tear_type);
+
+    if (t == NULL)
+        bail_out("rcgc_new: %s", strerror(errno));
+    t->id = (*id)++;
+    if (depth > 0) {
+        tear *l = tear_make(depth - 1, id), *r = tear_make(depth - 1, id);
+
+        rcgc_ref_init(&t->left, l);
+        rcgc_ref_init(&t->right, r);
+        rcgc_decref(l);
+        rcgc_decref(r);
+    }
+    return t;
+}
+
+static void *tearing_main(void *arg)
+{
+    unsigned id = 0;
+
+    (void)arg;
+    if (rcgc_thread_attach() != 0)
+        bail_out("rcgc_thread_attach");
+    rcgc_decref(tear_make(TEAR_DEPTH, &id));   /* stops in node 8's finalizer */
+    rcgc_thread_detach();
+    return NULL;
+}
+
+/* Finalizations in all, and nodes finalized more than once. */
+static unsigned tear_finalized(unsigned *twice)
+{
+    unsigned all = 0;
+
+    *twice = 0;
+    for (int i = 0; i < TEAR_NODES; i++) {
+        unsigned n = count_of(&tear_fin[i]);
+
+        all += n;
+        *twice += n > 1;
+    }
+    return all;
+}
+
+static void tearing_child(void *arg)
+{
+    unsigned twice, all = tear_finalized(&twice);
+    uint64_t live = live_now();
+
+    (void)arg;
+    report(all == 9 && twice == 0 && count_of(&tear_fin[1]) == 1,
+           "the root finalized once, the left subtree torn down: 9 finalizations (%u), "
+           "none twice (%u)", all, twice);
+    report(live == tear_live0 + 7 && count_of(&tear_fin[9]) == 0,
+           "live: the right subtree, which the gone thread's reference holds (7 more than "
+           "before the tree: %llu), so the torn root's memory is back",
+           (unsigned long long)(live - tear_live0));
+    rcgc_shutdown();
+}
+
+static void inside_a_teardown(void)
+{
+    unsigned twice, all;
+
+    if (rcgc_init(NULL) != 0)
+        bail_out("rcgc_init");
+    tear_live0 = live_now();
+    fork_while_stopped("inside a teardown", tearing_main, &tear_in, &tear_go, tearing_child,
+                       2);
+    all = tear_finalized(&twice);
+    ok(all == TEAR_NODES && twice == 0 && live_now() == tear_live0,
+       "inside a teardown: parent: every node finalized once (%u), every one freed", all);
+    rcgc_shutdown();
+}
+
 /* ---- inside a candidate's add ------------------------------------------- */
 
 /* A drops a 2-cycle, whose decrements put both halves in its root chunk,
@@ -1027,6 +1152,7 @@ int main(void)
     inside_an_owing_window();
     inside_a_merge();
     inside_a_finalizer();
+    inside_a_teardown();
     inside_a_candidates_add(true);
     inside_a_candidates_add(false);
     fork_and_check("after rcgc_shutdown", restart_child, NULL, 2);
