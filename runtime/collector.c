@@ -733,6 +733,26 @@ static void update_wake_locked(void)
         wake_collector();
 }
 
+/* rcgc__test_after_push: called by a thread's hand_over between the push
+   that publishes its chunk and its count's add, so that a test can have a
+   collection take the chunk there (test_handover). */
+static rcgc__ptr after_push;
+static void     *after_push_arg;
+
+void rcgc__test_after_push(void (*fn)(void *), void *arg)
+{
+    after_push_arg = arg;
+    rcgc__ptr_store_release(&after_push, (void *)fn);
+}
+
+static inline void run_after_push(void)
+{
+    void (*fn)(void *) = (void (*)(void *))rcgc__ptr_load_acquire(&after_push);
+
+    if (fn != NULL)
+        fn(after_push_arg);
+}
+
 /* Called with the handing thread's chunk slot claimed, from taking the
    chunk until it is in the pending stack: a full collection steals chunks
    from the threads (waiting out claims) before it takes the pending stack,
@@ -745,11 +765,14 @@ static void hand_over(rcgc__roots *chunk)
 {
     uint64_t t0 = clock_ns(CLOCK_THREAD_CPUTIME_ID), took, max;
     void *top = rcgc__ptr_load_relaxed(&pending);
+    size_t n = chunk->n;           /* once pushed, the chunk is the collector's:
+                                      its take rewrites n (TSan saw that race) */
 
     do
         chunk->next = top;
     while (!rcgc__ptr_cas_seq_cst(&pending, &top, chunk));
-    rcgc__u64_fetch_add_seq_cst(&npending, chunk->n);
+    run_after_push();              /* tests only */
+    rcgc__u64_fetch_add_seq_cst(&npending, n);
     if (should_collect())
         wake_collector();
     took = clock_ns(CLOCK_THREAD_CPUTIME_ID) - t0;

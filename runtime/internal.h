@@ -418,6 +418,7 @@ void      rcgc__test_pool_race(bool race);
 /* fn(arg), or nothing (fn NULL), on the collecting thread between each
    round's grace period and its step 4 (reading the counts). */
 void      rcgc__test_before_count(void (*fn)(void *), void *arg);
+void      rcgc__test_after_push(void (*fn)(void *), void *arg);
 /* fork's prepare and parent handlers, without a fork. */
 void      rcgc__test_fork_handlers(void);
 
