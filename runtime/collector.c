@@ -733,24 +733,35 @@ static void update_wake_locked(void)
         wake_collector();
 }
 
+/* A test hook: a function a test installs at a point of the protocol,
+   with its argument; NULL, nothing. */
+typedef struct {
+    rcgc__ptr fn;
+    void     *arg;
+} test_hook;
+
+static void hook_set(test_hook *k, void (*fn)(void *), void *arg)
+{
+    k->arg = arg;
+    rcgc__ptr_store_release(&k->fn, (void *)fn);
+}
+
+static inline void hook_run(test_hook *k)
+{
+    void (*fn)(void *) = (void (*)(void *))rcgc__ptr_load_acquire(&k->fn);
+
+    if (fn != NULL)
+        fn(k->arg);
+}
+
 /* rcgc__test_after_push: called by a thread's hand_over between the push
    that publishes its chunk and its count's add, so that a test can have a
    collection take the chunk there (test_handover). */
-static rcgc__ptr after_push;
-static void     *after_push_arg;
+static test_hook after_push;
 
 void rcgc__test_after_push(void (*fn)(void *), void *arg)
 {
-    after_push_arg = arg;
-    rcgc__ptr_store_release(&after_push, (void *)fn);
-}
-
-static inline void run_after_push(void)
-{
-    void (*fn)(void *) = (void (*)(void *))rcgc__ptr_load_acquire(&after_push);
-
-    if (fn != NULL)
-        fn(after_push_arg);
+    hook_set(&after_push, fn, arg);
 }
 
 /* Called with the handing thread's chunk slot claimed, from taking the
@@ -771,7 +782,7 @@ static void hand_over(rcgc__roots *chunk)
     do
         chunk->next = top;
     while (!rcgc__ptr_cas_seq_cst(&pending, &top, chunk));
-    run_after_push();              /* tests only */
+    hook_run(&after_push);         /* tests only */
     rcgc__u64_fetch_add_seq_cst(&npending, n);
     if (should_collect())
         wake_collector();
@@ -958,21 +969,11 @@ void rcgc__test_pool_race(bool race)
 /* rcgc__test_before_count: called by the collecting thread between a
    round's grace period and its step 4, so a test can change a word there
    (test_owing: an OWING member, rule 3 of refcount.c). */
-static rcgc__ptr before_count;
-static void     *before_count_arg;
+static test_hook before_count;
 
 void rcgc__test_before_count(void (*fn)(void *), void *arg)
 {
-    before_count_arg = arg;
-    rcgc__ptr_store_release(&before_count, (void *)fn);
-}
-
-static inline void run_before_count(void)
-{
-    void (*fn)(void *) = (void (*)(void *))rcgc__ptr_load_acquire(&before_count);
-
-    if (fn != NULL)
-        fn(before_count_arg);
+    hook_set(&before_count, fn, arg);
 }
 
 static void chunk_put(rcgc__roots *k);
@@ -2768,7 +2769,7 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
         phase_next(c, P_GRACE);
         rcgc__epoch_synchronize();                       /* 3. grace */
         phase_next(c, P_COUNT);
-        run_before_count();                              /* tests only */
+        hook_run(&before_count);                         /* tests only */
         examine(c);                                      /* 4-7 */
     }
     phase_next(c, P_UNFLAG);
