@@ -207,19 +207,8 @@ static void *worker_main(void *arg)
         ops++;
         if ((ops & 255) == 0)
             rcgc_safepoint();
-        if (torture_chance(&rng, 2048)) {
-            /* Owner unavailable for a moment: non-owners merge for it. */
-            rcgc_blocking_begin();
-            sched_yield();
-            rcgc_blocking_end();
-        }
-        if (torture_chance(&rng, 1024)) {
-            /* Detach with references in hand: what we own loses its owner;
-               we keep using it under a new identity. */
-            rcgc_thread_detach();
-            torture_attach();
+        if (torture_pause(&rng, 2048, 1024))
             atomic_fetch_add_explicit(&total_rebirths, 1, memory_order_relaxed);
-        }
     }
     for (k = 0; k < nh; k++) {
         if (torture_below(&rng, 10) < 7)

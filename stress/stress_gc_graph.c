@@ -205,16 +205,7 @@ static void *worker_main(void *arg)
         one_round(me, w);
         if ((++rounds & 31) == 0)
             rcgc_safepoint();
-        if (torture_chance(&w->rng, 4096)) {
-            rcgc_blocking_begin();
-            sched_yield();
-            rcgc_blocking_end();
-        }
-        if (torture_chance(&w->rng, 8192)) {
-            /* New identity: the nodes this thread owned lose their owner. */
-            rcgc_thread_detach();
-            torture_attach();
-        }
+        torture_pause(&w->rng, 4096, 8192);
     }
     atomic_fetch_add(&total_ops, w->ops);
     atomic_fetch_add(&total_loads, w->loads);

@@ -254,11 +254,7 @@ static void *worker_main(void *arg)
             drop_heap(m);
             new_heap(m);
         }
-        if (torture_chance(&m->rng, 8192)) {
-            rcgc_blocking_begin();
-            sched_yield();
-            rcgc_blocking_end();
-        }
+        torture_pause(&m->rng, 8192, 0);
     }
     if (!m->collector)
         drop_heap(m);

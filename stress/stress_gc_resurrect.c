@@ -307,11 +307,7 @@ static void *worker_main(void *arg)
         }
         if ((++rounds & 127) == 0)
             rcgc_safepoint();
-        if (torture_chance(&w->rng, 8192)) {
-            rcgc_blocking_begin();
-            sched_yield();
-            rcgc_blocking_end();
-        }
+        torture_pause(&w->rng, 8192, 0);
     }
     while (w->nhold > 0)
         drop_hold(w, 0, NULL);

@@ -448,17 +448,9 @@ static void *worker_main(void *arg)
         one_round(me, w);
         if ((++rounds & 63) == 0)
             rcgc_safepoint();
-        if (torture_chance(&w->rng, 4096)) {
-            rcgc_blocking_begin();
-            sched_yield();
-            rcgc_blocking_end();
-        }
-        if (torture_chance(&w->rng, 16384)) {
-            /* New identity: what this thread owned loses its owner while
-               other threads keep loading and replacing it. */
-            rcgc_thread_detach();
-            torture_attach();
-        }
+        /* Other threads keep loading and replacing what a reborn one
+           owned. */
+        torture_pause(&w->rng, 4096, 16384);
     }
     atomic_fetch_add(&total_ops, w->ops);
     atomic_fetch_add(&total_loads, w->loads);

@@ -276,6 +276,26 @@ static inline void torture_attach(void)
     }
 }
 
+/* A mutator's pauses between its rounds, at random: one round in
+   `blocking` a yield inside a blocking region (the owner away: others
+   merge for it, the collector runs); and one in `rebirth`, if nonzero, a
+   detach and a new attach with the references in hand kept, so that what
+   the thread owned loses its owner while others keep using it.  True
+   after a rebirth. */
+static inline bool torture_pause(torture_rng *r, uint32_t blocking, uint32_t rebirth)
+{
+    if (torture_chance(r, blocking)) {
+        rcgc_blocking_begin();
+        sched_yield();
+        rcgc_blocking_end();
+    }
+    if (rebirth == 0 || !torture_chance(r, rebirth))
+        return false;
+    rcgc_thread_detach();
+    torture_attach();
+    return true;
+}
+
 /*
  * A sense-reversing spin barrier for a small team.  The last thread to
  * arrive samples the stop flag and publishes it with the release, so every
