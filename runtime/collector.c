@@ -3143,11 +3143,13 @@ static size_t collect_full(void)
 static void idle_wait(void)
 {
     struct timespec ts;
-    uint64_t due, now, at;
+    uint64_t due, now, at, pool_due = rcgc__mem_pool_due();
 
     pthread_mutex_lock(&collect_mutex);
     due = work_due();
     pthread_mutex_unlock(&collect_mutex);
+    if (pool_due != 0 && (due == 0 || pool_due < due))
+        due = pool_due;            /* the object pool's decay (runtime.c) */
     if (due == 0) {
         if (sem_wait(&wake_sem) == 0)
             rcgc__u32_store_seq_cst(&wake_posted, 0);
@@ -3165,6 +3167,7 @@ static void idle_wait(void)
         pthread_mutex_lock(&collect_mutex);
         work_trim(WORK_KEEP);              /* gives back what is due */
         pthread_mutex_unlock(&collect_mutex);
+        rcgc__mem_pool_decay();
     }
 }
 
@@ -3209,6 +3212,7 @@ static void *collector_main(void *arg)
             work_trim(WORK_KEEP);
             pthread_mutex_unlock(&collect_mutex);
         }
+        rcgc__mem_pool_decay();            /* if due: an earlier collection's */
         rcgc_safepoint();
     }
     pthread_mutex_lock(&gc.lock);
@@ -3411,7 +3415,9 @@ static size_t collect_call(void)
     pthread_mutex_unlock(&gc.lock);
     if (!background) {
         rcgc__roots_flush(th);
-        return collect_full();
+        n = collect_full();
+        rcgc__mem_pool_decay();    /* if due (no collector thread to wake for it) */
+        return n;
     }
     /* Our own chunk goes first, then we wait, offline, for a collection
        that starts after our request (served in order: a thread calling in a

@@ -149,6 +149,8 @@ typedef struct rcgc__roots {
    central pool. */
 #define RCGC__CACHE_CLASSES 16
 #define RCGC__CACHE_BYTES   ((size_t)8 << 20)
+#define RCGC__POOL_KEEP     ((size_t)32 << 20)   /* kept for good */
+#define RCGC__POOL_BYTES    ((size_t)128 << 20)  /* held a while (runtime.c, "Decay") */
 
 typedef struct rcgc__thread {
     uintptr_t tid;                  /* never reused; constant */
@@ -224,6 +226,8 @@ extern rcgc__runtime rcgc__rt;
 void *rcgc__mem_alloc(size_t size);
 void  rcgc__mem_release(rcgc__header *h);   /* to the thread cache or the free hook, now */
 void  rcgc__cache_flush(rcgc__thread *th);  /* the thread cache back to free() */
+uint64_t rcgc__mem_pool_due(void);          /* when the pool's surplus is due back, or 0 */
+size_t   rcgc__mem_pool_decay(void);        /* ... back to free() if due: bytes */
 static inline void rcgc__counter_bump(rcgc__u64 *c)
 {
     /* Only the owning thread writes; release pairs with rcgc_get_stats(). */
@@ -409,6 +413,9 @@ uint64_t  rcgc__test_chunks_made(size_t *want);
 /* The root-chunk pool's count (its word's low bits); *walked: its list's
    length, walked (no thread may take or put meanwhile). */
 size_t    rcgc__test_pool(size_t *walked);
+/* The object pool's bytes (runtime.c, "Decay"); a nonzero decay_ns sets
+   its decay, *before the one it replaces. */
+size_t    rcgc__test_pool_bytes(uint64_t decay_ns, uint64_t *before);
 /* While set, a thread that needs a new root chunk gets none (as if out of
    memory). */
 void      rcgc__test_roots_fail(bool fail);
