@@ -1090,9 +1090,9 @@ static void chunk_pool_tend_begin(void)
 
 /*
  * Large frees.  glibc keeps small freed blocks (every object a collection
- * frees) in its fast bins, and the first free of a block that coalesces
- * to 64 KiB or more, or the first malloc of 1 KiB or more, walks every
- * block in them (malloc_consolidate): 16 ms after a million objects in
+ * frees past the thread cache and the pool: runtime.c) in its fast bins,
+ * and the first free of a block that coalesces to 64 KiB or more, or the
+ * first malloc of 1 KiB or more, walks every block in them (malloc_consolidate): 16 ms after a million objects in
  * 2-cycles, about 50 ms after BM_collect_graph's, whose blocks lie all
  * over the heap.  A program that allocates objects of those sizes again
  * takes them straight from the bins and never needs that walk; so a

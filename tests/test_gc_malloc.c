@@ -1,9 +1,10 @@
 /*
  * test_gc_malloc.c: a collection that has begun freeing asks glibc's
  * malloc for nothing large (runtime/collector.c, "Large frees").  The
- * blocks a collection frees wait in glibc's fast bins, and the first
- * malloc of 1 KiB or more, or free of a block that coalesces to 64 KiB,
- * walks every one of them (malloc_consolidate): tens of milliseconds
+ * blocks a collection frees past the thread caches and the pool
+ * (runtime/runtime.c) wait in glibc's fast bins, and the first malloc of
+ * 1 KiB or more, or free of a block that coalesces to 64 KiB, walks every
+ * one of them (malloc_consolidate): tens of milliseconds
  * inside the collection after a million objects.  glibc's own functions
  * count: qsort mallocs its scratch once it sorts more than 1 KiB.
  *
