@@ -1913,10 +1913,17 @@ typedef struct take_check {
     rcgc__header *recent[TAKE_RECENT];  /* the last candidates entered */
     size_t lag[TAKE_LAG];               /* ... and their member indices */
     size_t n;                           /* candidates entered */
+    size_t at;                          /* the checked one's place in recent */
     bool all;
     size_t missed;                      /* checks failed in a row */
 } take_check;
 
+/* Looks for a target among the recent candidates outward from the checked
+   one's own place (0, +1, -1, +2, ..., +16): a pair's, a ring's or a
+   tree's targets were entered beside it, and are found at the first or
+   second look instead of halfway through (step probe, builds alternating:
+   the pairs' take 29.5 and 30.0 -> 26.5 and 26.8 ms, the ring's marking
+   16.8 -> 15.5). */
 static void take_visit(rcgc_ref *slot, void *ctx)
 {
     take_check *t = ctx;
@@ -1924,16 +1931,21 @@ static void take_visit(rcgc_ref *slot, void *ctx)
 
     if (obj == NULL || !t->all)
         return;
-    for (size_t k = 0; k < TAKE_RECENT; k++)
+    for (size_t d = 0; d < TAKE_RECENT; d++) {
+        size_t k = (t->at + ((d & 1) ? (d + 1) / 2 : TAKE_RECENT - d / 2)) % TAKE_RECENT;
+
         if (t->recent[k] == rcgc__hdr(obj))
             return;
+    }
     t->all = false;
 }
 
-static void check_member(collection *c, take_check *t, size_t j)
+/* Checks member j, entered as the take's number-th candidate. */
+static void check_member(collection *c, take_check *t, size_t j, size_t number)
 {
     member *m = member_at(c, j);
 
+    t->at = number % TAKE_RECENT;
     t->all = true;
     m->h->type->traverse(rcgc__body(m->h), take_visit, t);
     if (t->all)
@@ -1956,7 +1968,7 @@ static void take_note(collection *c, take_check *t, rcgc__header *h, size_t j)
 {
     t->recent[t->n % TAKE_RECENT] = h;
     if (t->n >= TAKE_LAG && take_checks(t, t->n))
-        check_member(c, t, t->lag[t->n % TAKE_LAG]);
+        check_member(c, t, t->lag[t->n % TAKE_LAG], t->n - TAKE_LAG);
     t->lag[t->n % TAKE_LAG] = j;
     t->n++;
 }
@@ -1966,7 +1978,7 @@ static void take_note_end(collection *c, take_check *t)
 {
     for (size_t k = t->n > TAKE_LAG ? t->n - TAKE_LAG : 0; k < t->n; k++)
         if (take_checks(t, k + TAKE_LAG))
-            check_member(c, t, t->lag[k % TAKE_LAG]);
+            check_member(c, t, t->lag[k % TAKE_LAG], k);
 }
 
 /* The take of chunks [p->chunks, p->stop) into members from p->from, in
