@@ -711,6 +711,11 @@ static uint64_t clock_ns(clockid_t clock)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t rcgc__monotonic_ns(void)
+{
+    return clock_ns(CLOCK_MONOTONIC);
+}
+
 static bool should_collect(void)
 {
     uint64_t n = rcgc__u64_load_seq_cst(&npending);
@@ -1092,14 +1097,15 @@ static void chunk_pool_tend_begin(void)
  * Large frees.  glibc keeps small freed blocks (every object a collection
  * frees past the thread cache and the pool: runtime.c) in its fast bins,
  * and the first free of a block that coalesces to 64 KiB or more, or the
- * first malloc of 1 KiB or more, walks every block in them (malloc_consolidate): 16 ms after a million objects in
- * 2-cycles, about 50 ms after BM_collect_graph's, whose blocks lie all
- * over the heap.  A program that allocates objects of those sizes again
- * takes them straight from the bins and never needs that walk; so a
- * collection, once it has begun freeing, frees nothing large and
- * allocates nothing large that it can avoid: its work vectors, like the
- * root chunks, live in mappings of their own, which glibc never sees, and
- * stay for the next collection (work_trim).
+ * first malloc of 1 KiB or more, walks every block in them
+ * (malloc_consolidate): 16 ms after a million objects in 2-cycles, about
+ * 50 ms after BM_collect_graph's, whose blocks lie all over the heap.  A
+ * program that allocates objects of those sizes again takes them straight
+ * from the bins and never needs that walk; so a collection, once it has
+ * begun freeing, frees nothing large and allocates nothing large that it
+ * can avoid: its work vectors, like the root chunks, live in mappings of
+ * their own, which glibc never sees, and stay for the next collection
+ * (work_trim).
  */
 /* ... called at every 2^16th step of a pass over members. */
 static inline void chunk_pool_tend_at(size_t step)

@@ -2,12 +2,10 @@
  * runtime.c: starting and stopping the runtime, the allocator hooks and the
  * statistics.
  */
-#define _POSIX_C_SOURCE 200809L    /* clock_gettime */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -95,14 +93,6 @@ static struct {
     uint64_t        decay_ns;      /* POOL_DECAY_NS; a test may change it */
 } pool = { .lock = PTHREAD_MUTEX_INITIALIZER, .decay_ns = POOL_DECAY_NS };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static inline size_t cache_class(size_t size)
 {
     return (size + 15) / 16 - 1;           /* < RCGC__CACHE_CLASSES: cached */
@@ -130,7 +120,7 @@ static bool pool_take(rcgc__thread *th, size_t c)
         th->cache[c] = b;           /* under the lock, as in pool_give */
         th->ncached[c] = (uint32_t)BATCH_COUNT(b);
         th->cached += BATCH_COUNT(b) * class_bytes(c);
-        __atomic_store_n(&pool.used_at, now_ns(), __ATOMIC_RELAXED);
+        __atomic_store_n(&pool.used_at, rcgc__monotonic_ns(), __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&pool.lock);
     return b != NULL;
@@ -156,7 +146,7 @@ static bool pool_give(rcgc__thread *th, size_t c)
         th->cache[c] = NULL;
         th->ncached[c] = 0;
         th->cached -= bytes;
-        __atomic_store_n(&pool.used_at, now_ns(), __ATOMIC_RELAXED);
+        __atomic_store_n(&pool.used_at, rcgc__monotonic_ns(), __ATOMIC_RELAXED);
         kept = true;
     }
     pthread_mutex_unlock(&pool.lock);
@@ -240,6 +230,37 @@ void rcgc__cache_flush(rcgc__thread *th)
     th->cached = 0;
 }
 
+/* Gives batches back to free() until the pool holds `keep` bytes at most;
+   returns the bytes given back.  The batches leave the pool under its
+   lock and are freed after it: a fork's child leaks them, at worst, and
+   frees nothing twice. */
+static size_t pool_shrink(size_t keep)
+{
+    void *out = NULL;
+    size_t bytes = 0;
+
+    pthread_mutex_lock(&pool.lock);
+    for (size_t c = 0; c < RCGC__CACHE_CLASSES && pool.bytes > keep; c++) {
+        void *b;
+
+        while ((b = pool.batches[c]) != NULL && pool.bytes > keep) {
+            size_t n = BATCH_COUNT(b) * class_bytes(c);
+
+            __atomic_store_n(&pool.batches[c], BATCH_NEXT(b), __ATOMIC_RELAXED);
+            __atomic_store_n(&pool.bytes, pool.bytes - n, __ATOMIC_RELAXED);
+            BATCH_NEXT(b) = out;
+            out = b;
+            bytes += n;
+        }
+    }
+    pthread_mutex_unlock(&pool.lock);
+    for (void *b = out, *next; b != NULL; b = next) {
+        next = BATCH_NEXT(b);
+        free_list(b);
+    }
+    return bytes;
+}
+
 /* When the pool's bytes above POOL_KEEP are due back to free()
    (CLOCK_MONOTONIC ns), or 0 if it holds no more than that. */
 uint64_t rcgc__mem_pool_due(void)
@@ -254,34 +275,11 @@ uint64_t rcgc__mem_pool_due(void)
    they are due (see "Decay"); returns the bytes given back. */
 size_t rcgc__mem_pool_decay(void)
 {
-    void *out = NULL;
-    size_t bytes = 0;
     uint64_t due = rcgc__mem_pool_due();
 
-    if (due == 0 || now_ns() < due)
+    if (due == 0 || rcgc__monotonic_ns() < due)
         return 0;
-    pthread_mutex_lock(&pool.lock);
-    for (size_t c = 0; c < RCGC__CACHE_CLASSES && pool.bytes > POOL_KEEP; c++) {
-        void *b;
-
-        while ((b = pool.batches[c]) != NULL && pool.bytes > POOL_KEEP) {
-            size_t n = BATCH_COUNT(b) * class_bytes(c);
-
-            __atomic_store_n(&pool.batches[c], BATCH_NEXT(b), __ATOMIC_RELAXED);
-            __atomic_store_n(&pool.bytes, pool.bytes - n, __ATOMIC_RELAXED);
-            BATCH_NEXT(b) = out;
-            out = b;
-            bytes += n;
-        }
-    }
-    pthread_mutex_unlock(&pool.lock);
-    /* Out of the pool under its lock: a fork's child leaks these, at
-       worst, and frees nothing twice. */
-    for (void *b = out, *next; b != NULL; b = next) {
-        next = BATCH_NEXT(b);
-        free_list(b);
-    }
-    return bytes;
+    return pool_shrink(POOL_KEEP);
 }
 
 /* Tests: the pool's bytes; and its decay, if nonzero (returning the one
@@ -296,16 +294,7 @@ size_t rcgc__test_pool_bytes(uint64_t decay_ns, uint64_t *before)
 
 static void pool_flush(void)
 {
-    pthread_mutex_lock(&pool.lock);
-    for (size_t c = 0; c < RCGC__CACHE_CLASSES; c++) {
-        for (void *b = pool.batches[c], *next; b != NULL; b = next) {
-            next = BATCH_NEXT(b);
-            free_list(b);
-        }
-        __atomic_store_n(&pool.batches[c], NULL, __ATOMIC_RELAXED);
-    }
-    __atomic_store_n(&pool.bytes, 0, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&pool.lock);
+    pool_shrink(0);
 }
 
 void rcgc__mem_fork(enum rcgc__fork_step step)
