@@ -2823,7 +2823,8 @@ static void collect_round(collection *c, rcgc__roots **chunks, size_t want, size
    at the deadline (idle_wait).  The callers of collect_once trim, so the
    passes of one rcgc_collect count as one collection.  The price is
    memory: a collection of 10^6 members holds some 50 MB of tables for a
-   second after it (jemalloc's decay of freed pages is ten). */
+   second after it, 4 MB of them the stack, which step 5 fills with a
+   count per member (jemalloc's decay of freed pages is ten). */
 #define WORK_KEEP     ((size_t)256 << 10)
 #define WORK_DECAY_NS ((uint64_t)1000000000)
 static struct {
