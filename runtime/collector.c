@@ -2428,7 +2428,8 @@ static void examine(collection *c)
     }
     uint32_t *internal = c->stack.items;
     const uint32_t *edge = c->edges.items;
-    memset(internal, 0, n * sizeof *internal);
+    if (n > 0)
+        memset(internal, 0, n * sizeof *internal);   /* none at all if n is 0 */
     for (size_t e = 0; e < c->edges.n; e++)
         internal[edge[e]]++;
 
