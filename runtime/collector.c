@@ -1471,8 +1471,8 @@ static size_t index_of(rcgc__header *h)
 static inline bool push_index(bool *oom, vec *v, size_t i)
 {
     /* The room test first, inline: step 4 pushes every edge (pairs' step
-       4, its share of the collection, 12 alternating runs of the step
-       probe: 22.4-25.4% -> 19.2-22.2%). */
+       4, its share of the collection, 12 collections of each build in
+       the step probe, builds alternating: 22.4-25.4% -> 19.2-22.2%). */
     if (__builtin_expect(v->n >= v->cap || v->n >= MEMBER_MAX, 0) &&
         (v->n >= MEMBER_MAX || !vec_reserve(v, 1))) {
         *oom = true;
@@ -2436,6 +2436,9 @@ static void examine(collection *c)
         memset(internal, 0, n * sizeof *internal);   /* none at all if n is 0 */
     for (size_t e = 0; e < c->edges.n; e++)
         internal[edge[e]]++;
+    c->stack.n = n;
+    vec_clear(&c->stack);          /* notes the n counts, for vec_trim's hold;
+                                      the pushes start from 0 */
 
     /* 5. scan: black spreads from the externally referenced. */
     for (size_t i = 0; i < n; i++) {
