@@ -227,8 +227,8 @@ void *rcgc__mem_alloc(size_t size);
 void  rcgc__mem_release(rcgc__header *h);   /* to the thread cache or the free hook, now */
 void  rcgc__cache_flush(rcgc__thread *th);  /* the thread cache back to free() */
 uint64_t rcgc__mem_pool_due(void);          /* when the pool's surplus is due back, or 0 */
-uint64_t rcgc__monotonic_ns(void);          /* CLOCK_MONOTONIC (collector.c) */
 size_t   rcgc__mem_pool_decay(void);        /* ... back to free() if due: bytes */
+uint64_t rcgc__monotonic_ns(void);          /* CLOCK_MONOTONIC (collector.c) */
 static inline void rcgc__counter_bump(rcgc__u64 *c)
 {
     /* Only the owning thread writes; release pairs with rcgc_get_stats(). */

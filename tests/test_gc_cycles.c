@@ -669,7 +669,7 @@ static void case_random_graph(void)
     uint32_t *in = calloc(RGRAPH, sizeof *in);
     unsigned char *reached = calloc(RGRAPH, 1);
     uint64_t x = 20261207;
-    size_t nreached = 0, head = 0, tail = 0, bad = 0, died, got = 0;
+    size_t nreached, head = 0, tail = 0, bad = 0, died, got;
     snap b, a;
 
     if (node == NULL || to == NULL || queue == NULL || in == NULL || reached == NULL)
