@@ -36,7 +36,7 @@ int bench_gc_graph(size_t n, uint64_t seed, size_t *garbage);
 
 /* BM_collect_pairs_floor: the memory work alone that a concurrent trial
    deletion of bench_gc_pairs(n)'s garbage cannot do without, timed on n
-   malloc'd blocks of a tracked object's size (96 bytes: link, header,
+   malloc'd blocks of a tracked object's size (80 bytes: link, header,
    two slots) in 2-cycles, in rounds of 5000 as the collector's own, with
    no protocol, registry, member table or root buffer: per block a flag
    (a CAS on one word and a fetch_or on the next, as rcgc__pin_flag), a

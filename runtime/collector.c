@@ -195,7 +195,7 @@ static struct shard {
     pthread_mutex_t lock;
     rcgc__gclink    head;          /* circular, sentinel; under lock */
     rcgc__ptr       incoming;      /* new objects, linked by next */
-    rcgc__ptr       doomed;        /* dead objects, linked by doomed */
+    rcgc__ptr       doomed;        /* dead objects' headers, linked by link */
 } __attribute__((aligned(64))) shards[NSHARDS];
 static bool shards_ready;          /* set once, at the first rcgc_init */
 
@@ -275,19 +275,20 @@ static void shard_drain(struct shard *sh, size_t max)
     while (max-- > 0) {
         /* Acquire: what the pusher wrote is ours, and so is the object's
            insert, which happened before its death. */
-        rcgc__gclink *g = rcgc__ptr_load_acquire(&sh->doomed);
+        rcgc__header *h = rcgc__ptr_load_acquire(&sh->doomed);
 
-        if (g == NULL)
+        if (h == NULL)
             return;
-        if (!rcgc__ptr_cas_seq_cst(&sh->doomed, (void **)&g, g->doomed)) {
+        if (!rcgc__ptr_cas_seq_cst(&sh->doomed, (void **)&h, h->link)) {
             max++;
             continue;
         }
+        h->link = NULL;
         /* Inserted while the lock was held: still on the incoming stack. */
         if (rcgc__ptr_load_relaxed(&sh->incoming) != NULL)
             shard_splice(sh);
-        unlink_object(g);
-        rcgc__dispose_unlinked(th, rcgc__gclink_header(g));
+        unlink_object(rcgc__gclink_of(h));
+        rcgc__dispose_unlinked(th, h);
     }
 }
 
@@ -346,10 +347,11 @@ bool rcgc__registry_remove(rcgc__header *h)
         shard_unlock(sh, DRAIN_MUTATOR);
         return true;
     }
+    /* Off every list (rcgc__release pops it first): link is free. */
     top = rcgc__ptr_load_relaxed(&sh->doomed);
     do
-        g->doomed = top;
-    while (!rcgc__ptr_cas_seq_cst(&sh->doomed, &top, g));
+        h->link = top;
+    while (!rcgc__ptr_cas_seq_cst(&sh->doomed, &top, h));
     if (shard_lock(sh, true))
         shard_unlock(sh, DRAIN_MUTATOR);
     return false;

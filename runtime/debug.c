@@ -96,12 +96,13 @@ void rcgc__debug_check(const void *obj, const char *fn)
 void rcgc__poison(rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
+    size_t size = rcgc__body_size(h);
 
     /* CAS: the collector may set or clear MISSED meanwhile. */
     while (!rcgc__u32_cas_acq_rel(&h->gc_bits, &bits,
                                   (bits & RCGC__GC_FLAGS) | RCGC__MAGIC_DEAD))
         ;
-    memset(rcgc__body(h), 0xdb, h->size);
+    memset(rcgc__body(h), 0xdb, size);
 }
 
 static struct {

@@ -78,6 +78,9 @@
                                            once (object.c), or queued to its
                                            owner (refcount.c) */
 #define RCGC__GC_FINALIZED   (1u << 1)  /* finalize has run */
+#define RCGC__GC_SIZED       (1u << 3)  /* tracked, with a body of another size than
+                                           its type's: the size is in front of
+                                           its link (rcgc__front_bytes) */
 #define RCGC__GC_FROZEN      (1u << 4)  /* rcgc_freeze(): collections ignore it */
 #define RCGC__GC_MISSED      (1u << 6)  /* a decrement found no memory for a root
                                            chunk: the collector looks for it in
@@ -103,8 +106,9 @@ static inline void *rcgc__body(rcgc__header *h) { return h + 1; }
 typedef struct rcgc__gclink {
     struct rcgc__gclink *prev, *next;   /* registry shard list, under the shard
                                            lock; next alone on the shard's
-                                           incoming stack */
-    struct rcgc__gclink *doomed;        /* dead, on the shard's doomed stack */
+                                           incoming stack (a dead object on
+                                           the doomed stack is linked by its
+                                           header's link) */
     uint32_t index;                     /* collector only: 1 + member index
                                            in the running collection, or 0 */
     uint32_t shard;                     /* constant */
@@ -118,6 +122,38 @@ static inline rcgc__header *rcgc__gclink_header(rcgc__gclink *g)
 {
     return (rcgc__header *)(g + 1);
 }
+/*
+ * What lies in front of a header, from the start of the object's memory:
+ *
+ *   untracked           size_t size  | header | body
+ *   tracked             gclink       | header | body     (size: type->size)
+ *   tracked and SIZED   size_t size, pad | gclink | header | body
+ *
+ * Each keeps the body 16-byte aligned.  An object made by rcgc_new_sized
+ * with a body of its type's size is not SIZED: the common case spends no
+ * word on its size.
+ */
+#define RCGC__SIZED_FRONT 16
+_Static_assert((sizeof(size_t) + sizeof(rcgc__header)) % 16 == 0, "untracked bodies aligned");
+_Static_assert((sizeof(rcgc__gclink) + sizeof(rcgc__header)) % 16 == 0, "tracked bodies aligned");
+
+static inline size_t rcgc__front_bytes(uint32_t gc_bits)
+{
+    if (!(gc_bits & RCGC__GC_TRACKED))
+        return sizeof(size_t);
+    return sizeof(rcgc__gclink) + ((gc_bits & RCGC__GC_SIZED) ? RCGC__SIZED_FRONT : 0);
+}
+
+/* The body's size (for the free hook and the debug build's poison). */
+static inline size_t rcgc__body_size(rcgc__header *h)
+{
+    uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
+
+    if ((bits & RCGC__GC_TRACKED) && !(bits & RCGC__GC_SIZED))
+        return h->type->size;
+    return *(size_t *)((char *)h - rcgc__front_bytes(bits));
+}
+
 static inline bool rcgc__is_tracked_type(const rcgc_type *type)
 {
     return type->traverse != NULL && !(type->flags & RCGC_TYPE_ACYCLIC);
@@ -291,7 +327,7 @@ void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
 
 /* A release list's entry (or link) is an object's address, tagged with
-   RCGC__RELEASE_TORN (headers are 16-byte aligned) once its slots are
+   RCGC__RELEASE_TORN (headers are 8-byte aligned) once its slots are
    released and only its memory's teardown is left. */
 #define RCGC__RELEASE_TORN ((uintptr_t)1)
 

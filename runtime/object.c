@@ -61,8 +61,8 @@
 
 #include "internal.h"
 
-_Static_assert(sizeof(rcgc__header) == 48, "object header layout");
-_Static_assert(sizeof(rcgc__header) % 16 == 0, "bodies stay 16-byte aligned");
+_Static_assert(sizeof(rcgc__header) == 40, "object header layout");
+_Static_assert(sizeof(rcgc__gclink) == 24, "a tracked object's link");
 
 void *rcgc_new_sized(const rcgc_type *type, size_t size)
 {
@@ -70,7 +70,7 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
     rcgc__header *h;
     size_t prefix;
     char *mem;
-    bool tracked;
+    bool tracked, sized;
 
     if (type == NULL || size < type->size) {
         errno = EINVAL;
@@ -83,7 +83,8 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
         return NULL;
     }
     tracked = rcgc__is_tracked_type(type);
-    prefix = tracked ? sizeof(rcgc__gclink) : 0;
+    sized = tracked && size != type->size;
+    prefix = rcgc__front_bytes((tracked ? RCGC__GC_TRACKED : 0) | (sized ? RCGC__GC_SIZED : 0));
     if (size > SIZE_MAX - sizeof(*h) - prefix) {
         errno = ENOMEM;
         return NULL;
@@ -104,10 +105,12 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
     rcgc__sword_store_relaxed(&h->ref_shared, 0);
     h->type = type;
     h->link = NULL;
-    h->size = size;
+    if (!tracked || sized)
+        *(size_t *)mem = size;          /* see rcgc__front_bytes */
     rcgc__u32_store_relaxed(&h->ref_local, 1);
-    rcgc__u32_store_relaxed(&h->gc_bits,
-                            RCGC__MAGIC_LIVE | (tracked ? RCGC__GC_TRACKED : 0));
+    rcgc__u32_store_relaxed(&h->gc_bits, RCGC__MAGIC_LIVE |
+                                         (tracked ? RCGC__GC_TRACKED : 0) |
+                                         (sized ? RCGC__GC_SIZED : 0));
     memset(rcgc__body(h), 0, size);
     if (tracked)
         rcgc__registry_insert(h, th->tid);

@@ -6,6 +6,9 @@
  *     freed at once, published ones freed after a grace period, objects of
  *     another thread that has exited), free gets the size alloc was asked
  *     for, bodies are 16-byte aligned; after rcgc_shutdown it balances;
+ *   the bytes in front of a body: 64 for a tracked object, 80 for one made
+ *     bigger than its type, 48 for an untracked one; each kind goes back
+ *     to the free hook with its size, the tracked ones through a collection;
  *   an allocator that fails on the Nth call: rcgc_new returns NULL with
  *     errno ENOMEM, stats and the allocator show nothing leaked, later
  *     allocations work; absurd sizes fail with ENOMEM;
@@ -33,6 +36,7 @@ typedef struct counting {   /* every field atomic */
     uint64_t allocs, frees;
     int64_t  bytes;
     uint64_t size_mismatch, misaligned;
+    uint64_t last_size;      /* the last size alloc was asked for */
 } counting;
 
 #define PREFIX 16            /* keeps the returned memory 16-byte aligned */
@@ -52,6 +56,7 @@ static void *count_alloc(size_t size, void *ctx)
     if (p == NULL)
         return NULL;
     memcpy(p, &size, sizeof size);
+    __atomic_store_n(&c->last_size, size, __ATOMIC_RELAXED);
     if ((uintptr_t)(p + PREFIX) % 16 != 0)
         __atomic_add_fetch(&c->misaligned, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&c->allocs, 1, __ATOMIC_RELAXED);
@@ -91,6 +96,14 @@ static void item_traverse(void *obj, rcgc_visit_fn visit, void *ctx)
 }
 
 static const rcgc_type item_type = { "item", sizeof(item), item_traverse, NULL, 0 };
+static const rcgc_type leaf_type = { "leaf", 24, NULL, NULL, 0 };
+
+/* What alloc was asked for by one rcgc_new_sized(type, size), or 0. */
+static uint64_t asked_for(const rcgc_type *type, size_t size, void **out)
+{
+    *out = rcgc_new_sized(type, size);
+    return *out != NULL ? __atomic_load_n(&cnt.last_size, __ATOMIC_RELAXED) : 0;
+}
 
 /* Another thread creates objects, links them behind `into`'s slot (so they
    are published) and exits while they are alive. */
@@ -191,6 +204,38 @@ int main(void)
     is_int(__atomic_load_n(&cnt.bytes, __ATOMIC_RELAXED), 0, "bytes balance");
     is_uint(__atomic_load_n(&cnt.size_mismatch, __ATOMIC_RELAXED), 0,
             "free receives the size alloc was asked for");
+
+    /* -- what each kind of object costs in front of its body ------------------ */
+    {
+        void *a, *b, *c, *d;
+        uint64_t tracked = asked_for(&item_type, sizeof(item), &a);
+        uint64_t sized = asked_for(&item_type, sizeof(item) + 40, &b);
+        uint64_t leaf = asked_for(&leaf_type, 24, &c);
+        uint64_t leaf_sized = asked_for(&leaf_type, 1000, &d);
+
+        is_uint(tracked, 64 + sizeof(item),
+                "a tracked object: 64 bytes in front of its body (link, header)");
+        is_uint(sized, 80 + sizeof(item) + 40,
+                "a tracked object bigger than its type: 80 (its size too)");
+        is_uint(leaf, 48 + 24, "an untracked object: 48 (its size, header)");
+        is_uint(leaf_sized, 48 + 1000, "... of any size");
+        ok(a && b && c && d && ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d) % 16 == 0,
+           "all four bodies 16-byte aligned");
+        /* a and b in a cycle, freed by the collector; c and d by counting */
+        rcgc_ref_store(&((item *)a)->next, b);
+        rcgc_ref_store(&((item *)b)->next, a);
+        memset((item *)b + 1, 0xab, 40);      /* the body's tail is the caller's */
+        memset(d, 0xcd, 1000);
+        rcgc_decref(a);
+        rcgc_decref(b);
+        rcgc_decref(c);
+        rcgc_decref(d);
+        is_size(rcgc_collect(), 2, "the cycle of a sized and an unsized object is collected");
+        rcgc_reclaim_wait();
+        is_uint(outstanding(), 0, "... and every one of the four goes back to the hook");
+        is_uint(__atomic_load_n(&cnt.size_mismatch, __ATOMIC_RELAXED), 0,
+                "... with the size alloc was asked for");
+    }
 
     /* -- failure on the Nth call --------------------------------------------- */
     rcgc_get_stats(&s0);

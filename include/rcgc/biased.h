@@ -31,7 +31,10 @@ typedef struct { intptr_t  v; } rcgc__sword;  /* atomic */
 typedef struct { uint32_t  v; } rcgc__u32;    /* atomic */
 
 /*
- * The object header, 48 bytes in front of every body (16-byte aligned).
+ * The object header, 40 bytes in front of every body.  The body is 16-byte
+ * aligned: in front of the header lies the registry's link of a tracked
+ * object (24 bytes, runtime/internal.h) or the body's size (8 bytes) of an
+ * untracked one.
  *
  *   owner       tid of the owning thread | RCGC__OWNER_* flags; 0 once the
  *               counts are merged.  Written by the owner at creation and by
@@ -43,9 +46,9 @@ typedef struct { uint32_t  v; } rcgc__u32;    /* atomic */
  *               read-modify-writes change it.
  *   type        set at creation, never changes.
  *   link        intrusive list link: the owner's merge queue while QUEUED,
- *               a release or reclaim list once dead.  Never read by a
- *               thread that merely loads the object.
- *   size        body bytes (for the free hook), set at creation.
+ *               a release list, the registry's doomed stack or a reclaim
+ *               list once dead (one at a time).  Never read by a thread
+ *               that merely loads the object.
  *   ref_local   the owner's count: relaxed load + relaxed store by the owner
  *               only (or by a merger that holds the owner's bucket lock
  *               while the owner is blocked or gone).
@@ -57,7 +60,6 @@ typedef struct rcgc__header {
     rcgc__sword         ref_shared;
     const rcgc_type    *type;
     struct rcgc__header *link;
-    size_t              size;
     rcgc__u32           ref_local;
     rcgc__u32           gc_bits;
 } rcgc__header;
