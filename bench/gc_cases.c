@@ -752,7 +752,7 @@ struct floor_block {
     uintptr_t owner;
     intptr_t shared;
     struct floor_block *partner;
-    char rest[80 - 2 * sizeof(uintptr_t) - sizeof(void *)];   /* link 24, header 40, slots 16 */
+    char rest[80 - 2 * sizeof(uintptr_t) - sizeof(void *)];   /* link 16, header 48, slots 16 */
 };
 
 #define FLOOR_ROUND 5000        /* the flags and counts are biased.h's */

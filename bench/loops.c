@@ -190,7 +190,7 @@ LOOP_FN int bench_new_decref(size_t n)
 LOOP_FN int bench_malloc_free(size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        void *p = malloc(sizeof(size_t) + sizeof(rcgc__header) + LEAF_SIZE);
+        void *p = malloc(sizeof(rcgc__header) + LEAF_SIZE);
 
         if (p == NULL)
             return ENOMEM;

@@ -43,7 +43,7 @@ int bench_pair_rcgc_shifted(void *obj, size_t n, unsigned shift);
 int bench_new_decref(size_t n);
 
 /* malloc + free of the same number of bytes rcgc_new asks its allocator
-   for (size word, header and body: 64), n times.  0, or ENOMEM. */
+   for (header + body), n times.  0, or ENOMEM. */
 int bench_malloc_free(size_t n);
 
 /* rcgc_ref_load(slot) + rcgc_decref, n times; slot must hold an object.

@@ -218,8 +218,8 @@ void rcgc__registry_insert(rcgc__header *h, uintptr_t tid)
     struct shard *sh = &shards[(tid >> RCGC__TID_SHIFT) % NSHARDS];
     void *top;
 
-    g->index = 0;
-    g->shard = (uint32_t)(sh - shards);
+    h->x.gc.index = 0;
+    h->x.gc.shard = (uint32_t)(sh - shards);
     /* Linked now, while it is in cache, if the lock is free. */
     if (shard_lock(sh, true)) {
         link_object(sh, g);
@@ -319,7 +319,7 @@ static void registry_remove_batch(rcgc__header **hs, size_t n)
 
     for (size_t k = 0; k < n; k++) {
         rcgc__gclink *g = rcgc__gclink_of(hs[k]);
-        struct shard *sh = &shards[g->shard];
+        struct shard *sh = &shards[hs[k]->x.gc.shard];
 
         if (sh != held || ++run == BATCH_HOLD) {
             if (held != NULL)
@@ -339,7 +339,7 @@ static void registry_remove_batch(rcgc__header **hs, size_t n)
 bool rcgc__registry_remove(rcgc__header *h)
 {
     rcgc__gclink *g = rcgc__gclink_of(h);
-    struct shard *sh = &shards[g->shard];
+    struct shard *sh = &shards[h->x.gc.shard];
     void *top;
 
     if (shard_lock(sh, true)) {
@@ -1435,8 +1435,7 @@ static void prefetch_visit(rcgc_ref *slot, void *ctx)
     obj = rcgc__slot_load_relaxed(slot);
     if (obj != NULL) {
         --*left;
-        __builtin_prefetch(&rcgc__gclink_of(rcgc__hdr(obj))->index, 1);
-        __builtin_prefetch(&rcgc__hdr(obj)->gc_bits, 1);
+        __builtin_prefetch(&rcgc__hdr(obj)->x.gc.index, 1);   /* gc_bits's line too */
     }
 }
 
@@ -1474,7 +1473,7 @@ static void prefetch_ahead(collection *c, size_t i, bool marking)
 
 static size_t index_of(rcgc__header *h)
 {
-    return rcgc__gclink_of(h)->index;      /* 1 + member index, 0: none */
+    return h->x.gc.index;          /* 1 + member index, 0: none */
 }
 
 /* Appends index i to v; false, with *oom set, if there is no room. */
@@ -1509,7 +1508,7 @@ static void add_member(collection *c, rcgc__header *h, bool root)
 {
     VEC_AT(&c->members, member, c->members.n) =
         (member){ .h = h, .flags = root ? M_ROOT : 0 };
-    rcgc__gclink_of(h)->index = ++c->members.n;
+    h->x.gc.index = ++c->members.n;
 }
 
 /* Whether marking enters h, a slot's target: tracked, not frozen, not a
@@ -2022,7 +2021,7 @@ static void take_part(part *p)
                 continue;
             }
             VEC_AT(&c->members, member, at) = (member){ .h = h, .flags = M_ROOT };
-            rcgc__gclink_of(h)->index = (uint32_t)(at + 1);
+            h->x.gc.index = (uint32_t)(at + 1);
             take_note(c, &t, h, at++);
         }
         chunk->n = kept;
@@ -2064,7 +2063,7 @@ static size_t take_in_parts(collection *c, rcgc__roots *chunks)
         member *m = member_at(c, base + half + p[1].entered - moved + i);
 
         *member_at(c, to) = *m;
-        rcgc__gclink_of(m->h)->index = (uint32_t)(to + 1);
+        m->h->x.gc.index = (uint32_t)(to + 1);
     }
     c->members.n = base + p[0].entered + p[1].entered;
     c->candidates += p[0].entered + p[1].entered;
@@ -2634,7 +2633,7 @@ static void examine(collection *c)
         }
         registry_remove_batch(batch, nbatch);
         for (size_t k = 0; k < nbatch; k++) {
-            rcgc__gclink_of(batch[k])->index = 0;
+            batch[k]->x.gc.index = 0;
             rcgc__dispose_unlinked(c->th, batch[k]);
             c->collected++;
         }
@@ -2690,7 +2689,7 @@ static void unflag_all(collection *c, size_t freed)
 
         if (m->fate == FATE_FREED)
             continue;
-        rcgc__gclink_of(h)->index = 0;
+        h->x.gc.index = 0;
         rcgc__word_fetch_and_relaxed(&h->owner, ~RCGC__OWNER_SCAN);
         rcgc__sword_fetch_and_relaxed(&h->ref_shared,
                                       ~(RCGC__SHARED_SCAN | RCGC__SHARED_DIRTY));

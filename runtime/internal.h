@@ -101,7 +101,9 @@ static inline void *rcgc__body(rcgc__header *h) { return h + 1; }
 /*
  * Tracked objects carry this in front of their header (like CPython's
  * PyGC_Head): the registry that rcgc_foreach_object, rcgc_get_referrers,
- * rcgc_freeze and the leak report walk, and the collector's private index.
+ * rcgc_freeze and the leak report walk.  The registry shard and the
+ * collector's private index are in the header (x.gc), on the line the
+ * collector reads anyway.
  */
 typedef struct rcgc__gclink {
     struct rcgc__gclink *prev, *next;   /* registry shard list, under the shard
@@ -109,9 +111,6 @@ typedef struct rcgc__gclink {
                                            incoming stack (a dead object on
                                            the doomed stack is linked by its
                                            header's link) */
-    uint32_t index;                     /* collector only: 1 + member index
-                                           in the running collection, or 0 */
-    uint32_t shard;                     /* constant */
 } rcgc__gclink;
 
 static inline rcgc__gclink *rcgc__gclink_of(rcgc__header *h)
@@ -122,25 +121,26 @@ static inline rcgc__header *rcgc__gclink_header(rcgc__gclink *g)
 {
     return (rcgc__header *)(g + 1);
 }
+
 /*
- * What lies in front of a header, from the start of the object's memory:
+ * What an object's memory holds, from its start:
  *
- *   untracked           size_t size  | header | body
- *   tracked             gclink       | header | body     (size: type->size)
- *   tracked and SIZED   size_t size, pad | gclink | header | body
+ *   untracked            header (x.size) | body
+ *   tracked              gclink | header | body       (size: type->size)
+ *   tracked and SIZED    size_t size, pad | gclink | header | body
  *
- * Each keeps the body 16-byte aligned.  An object made by rcgc_new_sized
- * with a body of its type's size is not SIZED: the common case spends no
- * word on its size.
+ * Each keeps the body 16-byte aligned.  A tracked object whose body is its
+ * type's size (all that rcgc_new makes) spends no word on its size.
  */
 #define RCGC__SIZED_FRONT 16
-_Static_assert((sizeof(size_t) + sizeof(rcgc__header)) % 16 == 0, "untracked bodies aligned");
-_Static_assert((sizeof(rcgc__gclink) + sizeof(rcgc__header)) % 16 == 0, "tracked bodies aligned");
+_Static_assert(sizeof(rcgc__header) % 16 == 0, "untracked bodies aligned");
+_Static_assert(sizeof(rcgc__gclink) % 16 == 0, "tracked bodies aligned");
 
+/* Bytes in front of the header. */
 static inline size_t rcgc__front_bytes(uint32_t gc_bits)
 {
     if (!(gc_bits & RCGC__GC_TRACKED))
-        return sizeof(size_t);
+        return 0;
     return sizeof(rcgc__gclink) + ((gc_bits & RCGC__GC_SIZED) ? RCGC__SIZED_FRONT : 0);
 }
 
@@ -149,7 +149,9 @@ static inline size_t rcgc__body_size(rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
 
-    if ((bits & RCGC__GC_TRACKED) && !(bits & RCGC__GC_SIZED))
+    if (!(bits & RCGC__GC_TRACKED))
+        return h->x.size;
+    if (!(bits & RCGC__GC_SIZED))
         return h->type->size;
     return *(size_t *)((char *)h - rcgc__front_bytes(bits));
 }
@@ -327,7 +329,7 @@ void rcgc__dispose_unlinked(rcgc__thread *th, rcgc__header *h);  /* ... once out
 void rcgc__free_memory(rcgc__thread *th, rcgc__header *h);  /* now or after a grace period */
 
 /* A release list's entry (or link) is an object's address, tagged with
-   RCGC__RELEASE_TORN (headers are 8-byte aligned) once its slots are
+   RCGC__RELEASE_TORN (headers are 16-byte aligned) once its slots are
    released and only its memory's teardown is left. */
 #define RCGC__RELEASE_TORN ((uintptr_t)1)
 

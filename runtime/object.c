@@ -61,8 +61,8 @@
 
 #include "internal.h"
 
-_Static_assert(sizeof(rcgc__header) == 40, "object header layout");
-_Static_assert(sizeof(rcgc__gclink) == 24, "a tracked object's link");
+_Static_assert(sizeof(rcgc__header) == 48, "object header layout");
+_Static_assert(sizeof(rcgc__gclink) == 16, "a tracked object's link");
 
 void *rcgc_new_sized(const rcgc_type *type, size_t size)
 {
@@ -105,7 +105,9 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
     rcgc__sword_store_relaxed(&h->ref_shared, 0);
     h->type = type;
     h->link = NULL;
-    if (!tracked || sized)
+    if (!tracked)
+        h->x.size = size;
+    else if (sized)
         *(size_t *)mem = size;          /* see rcgc__front_bytes */
     rcgc__u32_store_relaxed(&h->ref_local, 1);
     rcgc__u32_store_relaxed(&h->gc_bits, RCGC__MAGIC_LIVE |

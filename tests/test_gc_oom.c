@@ -225,7 +225,7 @@ static int count_flagged(void *obj, void *ctx)
     rcgc__test_raw(obj, &owner, NULL, &shared);
     if ((owner & RCGC__OWNER_FLAGS & ~RCGC__OWNER_UNBUFFERED) ||
         (shared & (RCGC__SHARED_SCAN | RCGC__SHARED_DIRTY | RCGC__SHARED_DYING)) ||
-        rcgc__gclink_of(h)->index != 0)
+        h->x.gc.index != 0)
         (*bad)++;
     return 0;
 }

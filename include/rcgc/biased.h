@@ -31,10 +31,7 @@ typedef struct { intptr_t  v; } rcgc__sword;  /* atomic */
 typedef struct { uint32_t  v; } rcgc__u32;    /* atomic */
 
 /*
- * The object header, 40 bytes in front of every body.  The body is 16-byte
- * aligned: in front of the header lies the registry's link of a tracked
- * object (24 bytes, runtime/internal.h) or the body's size (8 bytes) of an
- * untracked one.
+ * The object header, 48 bytes in front of every body (16-byte aligned).
  *
  *   owner       tid of the owning thread | RCGC__OWNER_* flags; 0 once the
  *               counts are merged.  Written by the owner at creation and by
@@ -49,6 +46,10 @@ typedef struct { uint32_t  v; } rcgc__u32;    /* atomic */
  *               a release list, the registry's doomed stack or a reclaim
  *               list once dead (one at a time).  Never read by a thread
  *               that merely loads the object.
+ *   x           an untracked object's body bytes (x.size, for the free
+ *               hook); a tracked one's registry shard and collector index
+ *               (x.gc, runtime/internal.h), its size being its type's or,
+ *               if bigger, in front of its registry link.  Set at creation.
  *   ref_local   the owner's count: relaxed load + relaxed store by the owner
  *               only (or by a merger that holds the owner's bucket lock
  *               while the owner is blocked or gone).
@@ -60,6 +61,10 @@ typedef struct rcgc__header {
     rcgc__sword         ref_shared;
     const rcgc_type    *type;
     struct rcgc__header *link;
+    union {
+        size_t          size;
+        struct rcgc__gcword { uint32_t index, shard; } gc;
+    } x;
     rcgc__u32           ref_local;
     rcgc__u32           gc_bits;
 } rcgc__header;
