@@ -86,6 +86,11 @@ enum {
                                     cycle, so it is never a candidate root */
 };
 
+/* A type stays valid and unchanged while objects made with it exist, and
+   until their memory has gone back (freeing a tracked object's memory, up
+   to a grace period after its death, reads the type's size): for a type
+   that is not static, rcgc_reclaim_wait() after the last object's
+   release. */
 typedef struct rcgc_type {
     const char *name;   /* shown in debug output and leak reports */
     size_t      size;   /* bytes of the object body, as rcgc_new returns it */
