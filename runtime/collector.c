@@ -1392,8 +1392,9 @@ static bool   last_truncated;
 /*
  * Prefetching.  Most passes visit members in table order and would miss
  * the cache on each header: they ask for the one PREFETCH_AHEAD places on
- * early (step 6, whose work per member is least, twice as far).  Marking and step 4 also read, for each member, the targets of
- * its slots (their gc_bits and index), which in a random graph are
+ * early (step 6, whose work per member is least, twice as far).  Marking
+ * and step 4 also read, for each member, the targets of its slots (their
+ * gc_bits and index, on one line), which in a random graph are
  * anywhere: in a table of PREFETCH_DEEP members or more (smaller ones sit
  * in cache, where the extra traverse only costs), they ask for the
  * headers 2 * PREFETCH_AHEAD places on and, through one more traverse
