@@ -2360,7 +2360,7 @@ static void delta_part(part *p)
         /* The word the CAS takes, twice as far ahead as the colors of the
            targets: a line from memory takes longer than this pass's work
            for PREFETCH_AHEAD members (a ring whose blocks malloc handed
-           out again in falling order: 17-27 ms at PREFETCH_AHEAD, 12-15 at
+           out again in falling order: 12-38 ms at PREFETCH_AHEAD, 9-13 at
            twice that, step probe). */
         if (i + 2 * PREFETCH_AHEAD < n && member_at(c, i + 2 * PREFETCH_AHEAD)->color == WHITE)
             __builtin_prefetch(&member_at(c, i + 2 * PREFETCH_AHEAD)->h->ref_shared, 1);

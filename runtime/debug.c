@@ -96,7 +96,7 @@ void rcgc__debug_check(const void *obj, const char *fn)
 void rcgc__poison(rcgc__header *h)
 {
     uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
-    size_t size = rcgc__body_size(h);
+    size_t size = rcgc__body_size(h, bits);
 
     /* CAS: the collector may set or clear MISSED meanwhile. */
     while (!rcgc__u32_cas_acq_rel(&h->gc_bits, &bits,

@@ -144,11 +144,10 @@ static inline size_t rcgc__front_bytes(uint32_t gc_bits)
     return sizeof(rcgc__gclink) + ((gc_bits & RCGC__GC_SIZED) ? RCGC__SIZED_FRONT : 0);
 }
 
-/* The body's size (for the free hook and the debug build's poison). */
-static inline size_t rcgc__body_size(rcgc__header *h)
+/* The body's size (for the free hook and the debug build's poison);
+   gc_bits as the caller read them. */
+static inline size_t rcgc__body_size(rcgc__header *h, uint32_t bits)
 {
-    uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
-
     if (!(bits & RCGC__GC_TRACKED))
         return h->x.size;
     if (!(bits & RCGC__GC_SIZED))

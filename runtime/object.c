@@ -70,7 +70,8 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
     rcgc__header *h;
     size_t prefix;
     char *mem;
-    bool tracked, sized;
+    uint32_t kind;                 /* its TRACKED and SIZED gc_bits */
+    bool tracked;
 
     if (type == NULL || size < type->size) {
         errno = EINVAL;
@@ -83,8 +84,9 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
         return NULL;
     }
     tracked = rcgc__is_tracked_type(type);
-    sized = tracked && size != type->size;
-    prefix = rcgc__front_bytes((tracked ? RCGC__GC_TRACKED : 0) | (sized ? RCGC__GC_SIZED : 0));
+    kind = !tracked ? 0 : size == type->size ? RCGC__GC_TRACKED
+                                             : RCGC__GC_TRACKED | RCGC__GC_SIZED;
+    prefix = rcgc__front_bytes(kind);
     if (size > SIZE_MAX - sizeof(*h) - prefix) {
         errno = ENOMEM;
         return NULL;
@@ -107,12 +109,10 @@ void *rcgc_new_sized(const rcgc_type *type, size_t size)
     h->link = NULL;
     if (!tracked)
         h->x.size = size;
-    else if (sized)
+    else if (kind & RCGC__GC_SIZED)
         *(size_t *)mem = size;          /* see rcgc__front_bytes */
     rcgc__u32_store_relaxed(&h->ref_local, 1);
-    rcgc__u32_store_relaxed(&h->gc_bits, RCGC__MAGIC_LIVE |
-                                         (tracked ? RCGC__GC_TRACKED : 0) |
-                                         (sized ? RCGC__GC_SIZED : 0));
+    rcgc__u32_store_relaxed(&h->gc_bits, RCGC__MAGIC_LIVE | kind);
     memset(rcgc__body(h), 0, size);
     if (tracked)
         rcgc__registry_insert(h, th->tid);

@@ -175,8 +175,9 @@ void *rcgc__mem_alloc(size_t size)
 
 void rcgc__mem_release(rcgc__header *h)
 {
-    size_t prefix = rcgc__front_bytes(rcgc__u32_load_relaxed(&h->gc_bits));
-    size_t size = prefix + sizeof(*h) + rcgc__body_size(h), c = cache_class(size);
+    uint32_t bits = rcgc__u32_load_relaxed(&h->gc_bits);
+    size_t prefix = rcgc__front_bytes(bits);
+    size_t size = prefix + sizeof(*h) + rcgc__body_size(h, bits), c = cache_class(size);
     void *p = (char *)h - prefix;
 
     if (rcgc__rt.cache && c < RCGC__CACHE_CLASSES) {

@@ -32,10 +32,11 @@
 # three alone are compiled at -O2 (a function attribute, added to pan.c
 # by sed; a spin whose pan.c names them otherwise just gets -O0), which
 # took no_grace's search from 95 to 48 s (the same 20 833 844 states
-# stored, the same violation) for 4 s more of compiling.  With about 10^8 states and
-# 4*10^9 bits the hash factor is above 40: practically every state is
-# visited (pan prints the factor and the states stored).  The state space is
-# bounded by the operation counts K1, K2 (see rcgc.pml's header).
+# stored, the same violation) for 4 s more of compiling.  With about
+# 10^8 states and 4*10^9 bits the hash factor is above 40: practically
+# every state is visited (pan prints the factor and the states stored).
+# The state space is bounded by the operation counts K1, K2 (see
+# rcgc.pml's header).
 #
 #   no_dirty_merge   (hole 5) is accepted too and expected to PASS: the
 #                    model finds no violation without DIRTY-first, see the
